@@ -1,0 +1,17 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the whole suite; CI runs it).
+.PHONY: demo test lint install
+
+install:
+	bash scripts/install.sh
+
+demo: install
+	bash scripts/demo.sh
+
+test: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/pytest
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .

@@ -1,0 +1,185 @@
+"""The `rnnmt` command. Each subcommand imports what it needs when it runs, so serving commands never
+import torch."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rnnmt import __version__
+from rnnmt.errors import RnnmtError
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--n-best", type=int, default=1)
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha; 0 = raw log-prob")
+    parser.add_argument("--max-output-tokens", type=int, default=256)
+    parser.add_argument("--max-length-ratio", type=float, default=2.0)
+
+
+def _search_options(args: argparse.Namespace):  # -> SearchOptions
+    from rnnmt.serving.beam_search import SearchOptions
+
+    if not 1 <= args.n_best <= args.beam_size:
+        raise RnnmtError(f"--n-best must be between 1 and --beam-size ({args.beam_size})")
+    return SearchOptions(
+        beam_size=args.beam_size,
+        n_best=args.n_best,
+        length_penalty=args.length_penalty,
+        max_output_tokens=args.max_output_tokens,
+        max_length_ratio=args.max_length_ratio,
+    )
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from rnnmt.training.corpus import clean, read_parallel, read_tsv, write_split
+
+    if args.tsv:
+        pairs = read_tsv(args.tsv)
+    elif args.src and args.tgt:
+        pairs = read_parallel(args.src, args.tgt)
+    else:
+        raise RnnmtError("give --src and --tgt files, or --tsv")
+    kept, report = clean(pairs, args.max_words, args.max_ratio)
+    write_split(args.out / args.name, kept, args.src_lang, args.tgt_lang)
+    print(f"{args.name}: {report.summary()} → {args.out / args.name}.{{{args.src_lang},{args.tgt_lang},ids}}")
+
+
+def cmd_data_bible(args: argparse.Namespace) -> None:
+    from rnnmt.training.bible import extract_bible
+    from rnnmt.training.corpus import clean, write_split
+
+    splits = extract_bible(args.sword_dir)
+    for name, pairs in splits.items():
+        # Only training pairs are filtered by length: dev and test stay complete.
+        kept, report = clean(pairs, args.max_words, args.max_ratio) if name == "train" else clean(pairs)
+        write_split(args.out / name, kept, "es", "en")
+        print(f"{name}: {report.summary()}")
+    print(f"written to {args.out}/{{train,dev,test}}.{{es,en,ids}}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from rnnmt.training.config import load_config, validate
+    from rnnmt.training.trainer import train
+
+    config = load_config(args.config)
+    if args.max_minutes is not None:
+        config.train.max_minutes = args.max_minutes
+    if args.run_dir is not None:
+        config.run_dir = str(args.run_dir.resolve())
+    result = train(validate(config), resume=not args.restart)
+    if os.environ.get("RANK", "0") != "0":
+        return
+    print(
+        f"trained {result.steps:,} steps in {result.minutes:.1f} min ({result.tokens_per_second:,.0f} target tokens/s); "
+        f"best dev BLEU {result.best_bleu:.2f}: {result.best_checkpoint}"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from rnnmt.training.evaluate import evaluate
+
+    result = evaluate(args.checkpoint, args.source, _search_options(args), args.reference, args.output)
+    if args.output:
+        print(f"hypotheses written to {args.output}")
+    if result.scores:
+        print(result.scores.report())
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from rnnmt.training.export import export_package
+
+    out = export_package(
+        args.checkpoint, args.out, quantize=args.quantize, max_input_tokens=args.max_input_tokens
+    )
+    print(f"model package written to {out}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from rnnmt.training.plot import plot_metrics
+
+    out = plot_metrics(args.run_dir / "metrics.jsonl", args.out or args.run_dir / "metrics.png")
+    print(f"plot written to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnmt", description="RNN machine translation: train, export, serve."
+    )
+    parser.add_argument("--version", action="version", version=f"rnnmt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="prepare parallel corpora").add_subparsers(
+        dest="data_command", required=True
+    )
+    prep = data.add_parser("prepare", help="clean aligned plain-text files or a TSV file into a split")
+    prep.add_argument("--src", type=Path, help="source file, one sentence per line")
+    prep.add_argument("--tgt", type=Path, help="target file, aligned with --src")
+    prep.add_argument("--tsv", type=Path, help="a TSV file: source<TAB>target")
+    prep.add_argument("--src-lang", default="es")
+    prep.add_argument("--tgt-lang", default="en")
+    prep.add_argument("--name", default="train", help="split name: writes <out>/<name>.<lang>")
+    prep.add_argument("--out", type=Path, required=True)
+    prep.add_argument("--max-words", type=int, default=100, help="drop pairs longer than this (0 = no limit)")
+    prep.add_argument(
+        "--max-ratio", type=float, default=3.0, help="drop pairs over this length ratio (0 = none)"
+    )
+    prep.set_defaults(func=cmd_data_prepare)
+    bible = data.add_parser(
+        "bible", help="build the Spanish-English Bible corpus from Debian's SWORD modules"
+    )
+    bible.add_argument("--out", type=Path, default=Path("data/bible"))
+    bible.add_argument("--sword-dir", type=Path, default=None, help="SWORD folder (default /usr/share/sword)")
+    bible.add_argument("--max-words", type=int, default=100)
+    bible.add_argument("--max-ratio", type=float, default=3.0)
+    bible.set_defaults(func=cmd_data_bible)
+
+    tr = sub.add_parser(
+        "train", help="train a model from a YAML config (resumes the run if it has latest.pt)"
+    )
+    tr.add_argument("config", type=Path)
+    tr.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget, overrides the config")
+    tr.add_argument("--run-dir", type=Path, default=None, help="overrides the config's run_dir")
+    tr.add_argument("--restart", action="store_true", help="ignore latest.pt and start from scratch")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="PyTorch beam search on a test set, with sacreBLEU")
+    ev.add_argument("checkpoint", type=Path)
+    ev.add_argument("--source", type=Path, required=True)
+    ev.add_argument("--reference", type=Path)
+    ev.add_argument("--output", type=Path)
+    _add_search_options(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("export", help="export a checkpoint to an ONNX model package")
+    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--quantize", choices=["int8"], default=None)
+    ex.add_argument("--max-input-tokens", type=int, default=250)
+    ex.set_defaults(func=cmd_export)
+
+    pl = sub.add_parser("plot", help="plot training loss and dev BLEU of a run to a PNG")
+    pl.add_argument("run_dir", type=Path)
+    pl.add_argument("--out", type=Path)
+    pl.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except RnnmtError as exc:
+        print(f"rnnmt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnmt: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

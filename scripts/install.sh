@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates .venv and installs rnnmt with the given extras (default: train,serve,dev), plus the Debian
+# packages the project uses when this user can install them. Fast when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-train,serve,dev}"
+python="${PYTHON:-python3}"
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=$(for p in sword-text-sparv sword-text-web sword-text-kjv; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    echo "== installing Debian packages: $missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+else
+  echo "== not root: to build the Bible corpus, install: sudo apt-get install sword-text-sparv sword-text-web sword-text-kjv"
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/-}"
+if [ ! -f "$stamp" ]; then
+  echo "== installing rnnmt[$extras] into .venv"
+  .venv/bin/pip install -q -e ".[$extras]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""Inference without torch: model packages, the onnxruntime beam-search engine, the gRPC server."""

@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny made-up parallel corpus and a tiny model trained on it by rnnmt's own trainer."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rnnmt.training.corpus import Pair, write_split
+
+LEXICON = {
+    "el": "the", "un": "a", "perro": "dog", "gato": "cat", "niño": "boy", "come": "eats", "bebe": "drinks",
+    "ve": "sees", "agua": "water", "pan": "bread", "casa": "house", "leche": "milk",
+}  # fmt: skip
+
+
+def toy_pairs() -> list[Pair]:
+    """54 sentence pairs of a word-for-word toy language: learnable exactly in seconds."""
+    pairs = []
+    for det, noun, verb, obj in itertools.product(
+        ["el", "un"], ["perro", "gato", "niño"], ["come", "bebe", "ve"], ["agua", "pan", "leche"]
+    ):
+        es = f"{det} {noun} {verb} {obj}"
+        en = " ".join(LEXICON[w] for w in es.split())
+        pairs.append(Pair(es.capitalize() + ".", en.capitalize() + ".", f"toy {len(pairs) + 1}"))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with ``train`` (all pairs) and ``dev`` (every 6th pair) splits, es→en."""
+    data = tmp_path_factory.mktemp("toy_data")
+    pairs = toy_pairs()
+    write_split(data / "train", pairs, "es", "en")
+    write_split(data / "dev", pairs[::6], "es", "en")
+    return data
+
+
+def tiny_config(data: Path, run_dir: Path, **train: Any) -> dict[str, Any]:
+    """A config dict for a model small enough to overfit the toy corpus in seconds."""
+    return {
+        "run_dir": str(run_dir),
+        "data": {"train": str(data / "train"), "dev": str(data / "dev")},
+        "tokenizer": {"vocab_size": 60},
+        "model": {
+            "emb_size": 32,
+            "encoder_hidden": 32,
+            "decoder_hidden": 64,
+            "attention_size": 32,
+            "dropout": 0.0,
+        },
+        "train": {
+            "batch_tokens": 300,
+            "max_steps": 300,
+            "validate_every": 100,
+            "learning_rate": 0.01,
+            "label_smoothing": 0.0,
+            "log_every": 100,
+            "threads": 1,
+            **train,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_run(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder (``best.pt`` and all) of a tiny model trained by `rnnmt train` on the toy corpus."""
+    from rnnmt.training.config import config_from_dict
+    from rnnmt.training.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("trained_run")
+    result = train(config_from_dict(tiny_config(toy_data, run_dir)))
+    assert result.best_bleu == 100.0, "the tiny model should learn the toy corpus exactly"
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(trained_run: Path) -> Path:
+    return trained_run / "best.pt"

@@ -1,0 +1,166 @@
+"""Training end to end on a toy corpus: overfitting, resume, data-parallel, time budget, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config, toy_pairs
+
+from rnnmt.cli import main
+from rnnmt.errors import RnnmtError
+from rnnmt.serving.beam_search import SearchOptions
+from rnnmt.training.checkpoint import load_model
+from rnnmt.training.config import config_from_dict, load_config
+from rnnmt.training.evaluate import evaluate, reference_translator
+from rnnmt.training.trainer import train
+
+
+def test_tiny_model_translates_its_training_pairs_exactly(tiny_checkpoint: Path) -> None:
+    pairs = toy_pairs()
+    translator = reference_translator(load_model(tiny_checkpoint))
+    for beam in (1, 5):
+        hyps = translator.translate([p.src for p in pairs], SearchOptions(beam_size=beam))
+        assert [h[0].text for h in hyps] == [p.tgt for p in pairs]
+
+
+def test_run_folder_holds_checkpoints_metrics_and_plot(trained_run: Path, tmp_path: Path) -> None:
+    assert (trained_run / "best.pt").is_file() and (trained_run / "latest.pt").is_file()
+    assert len(list((trained_run / "checkpoints").glob("step-*.pt"))) == 3
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in r and "tokens_per_s" in r for r in records)
+    assert any(r.get("dev_bleu") == 100.0 and "BLEU" not in r["bleu_signature"] for r in records)
+    assert main(["plot", str(trained_run), "--out", str(tmp_path / "m.png")]) == 0
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_writes_nbest_and_scores(tiny_checkpoint: Path, toy_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hyp.tsv"
+    result = evaluate(
+        tiny_checkpoint, toy_data / "dev.es", SearchOptions(beam_size=4, n_best=3), toy_data / "dev.en", out
+    )
+    assert result.scores is not None and result.scores.bleu == pytest.approx(100.0)
+    assert result.scores.bleu_signature.startswith("nrefs:1")
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert len(rows) == len((toy_data / "dev.es").read_text().splitlines())
+    assert all(len(row) == 6 for row in rows)
+    assert [r[0] for r in rows] == (toy_data / "dev.en").read_text().splitlines()
+    assert all(float(r[1]) >= float(r[3]) >= float(r[5]) for r in rows)
+
+
+def test_resumed_run_equals_uninterrupted_run(toy_data: Path, tmp_path: Path) -> None:
+    train_opts = {"max_steps": 40, "validate_every": 10, "batch_tokens": 100, "label_smoothing": 0.1}
+    model_opts = {"dropout": 0.3, "input_feeding": True}
+
+    def config(run: str, steps: int):
+        values = tiny_config(toy_data, tmp_path / run, **{**train_opts, "max_steps": steps})
+        values["model"].update(model_opts)
+        return config_from_dict(values)
+
+    train(config("whole", 40))
+    train(config("split", 20))
+    train(config("split", 40))
+    whole = torch.load(tmp_path / "whole" / "latest.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "latest.pt", weights_only=True)
+    assert whole["meta"]["step"] == split["meta"]["step"] == 40
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, split["model"][name]), name
+    assert whole["training_state"]["progression"] == {
+        **split["training_state"]["progression"],
+        "elapsed": whole["training_state"]["progression"]["elapsed"],
+    }
+
+
+def test_time_budget_stops_cleanly_and_keeps_the_best(toy_data: Path, tmp_path: Path) -> None:
+    values = tiny_config(toy_data, tmp_path / "run", max_steps=0, max_minutes=0.05, validate_every=1000)
+    result = train(config_from_dict(values))
+    assert 0 < result.steps < 10_000
+    assert result.minutes >= 0.05
+    assert load_model(result.best_checkpoint).meta["step"] == result.steps
+
+
+def test_two_process_data_parallel_training(toy_data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "ddp.yaml"
+    config.write_text(
+        yaml.safe_dump(tiny_config(toy_data, tmp_path / "run", max_steps=150, validate_every=50))
+    )
+    torchrun = Path(sys.executable).with_name("torchrun")
+    rnnmt = Path(sys.executable).with_name("rnnmt")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", str(rnnmt), "train", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained 150 steps") == 1, proc.stdout
+    assert "2 process(es)" in proc.stdout
+    loaded = load_model(tmp_path / "run" / "best.pt")
+    assert loaded.meta["dev_bleu"] > 50
+
+
+def test_mismatched_corpus_files_name_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.es").write_text("uno\ndos\ntres\n")
+    (tmp_path / "a.en").write_text("one\ntwo\n")
+    code = main(
+        [
+            "data",
+            "prepare",
+            "--src",
+            str(tmp_path / "a.es"),
+            "--tgt",
+            str(tmp_path / "a.en"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "a.es has 3 lines" in err and "a.en has 2" in err
+
+
+def test_data_prepare_cleans_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text(
+        "Hola\u00a0  mundo\tHello world\n\tempty\nuno dos tres cuatro\tone\n" + "a " * 120 + "\tb\n"
+    )
+    assert main(["data", "prepare", "--tsv", str(tsv), "--out", str(tmp_path / "d"), "--max-ratio", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "4 pairs read, 1 kept; dropped 1 empty, 1 too long, 1 over the length ratio" in out
+    assert (tmp_path / "d" / "train.es").read_text() == "Hola mundo\n"
+    assert (tmp_path / "d" / "train.ids").read_text() == "c.tsv:1\n"
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    for path, message in (
+        (truncated, "not a readable rnnmt checkpoint"),
+        (foreign, "not an rnnmt checkpoint"),
+    ):
+        with pytest.raises(RnnmtError, match=message):
+            load_model(path)
+    with pytest.raises(RnnmtError, match="checkpoint not found"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_config_errors_are_clear(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  emb: 3\n")
+    with pytest.raises(RnnmtError, match=r"unknown option\(s\) in config.model: emb"):
+        load_config(path)
+    path.write_text("model:\n  attention: luong\ntrain:\n  max_steps: 1\n")
+    with pytest.raises(RnnmtError, match=r"model\.attention must be one of"):
+        load_config(path)
+    path.write_text("train:\n  max_steps: many\n")
+    with pytest.raises(RnnmtError, match=r"train\.max_steps must be int"):
+        load_config(path)

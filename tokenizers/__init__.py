@@ -1,0 +1,1 @@
+"""SentencePiece tokenizers shared by training, evaluation and serving (no torch)."""

@@ -1,0 +1,1 @@
+"""Offline training with PyTorch: corpora, model, training loop, reference beam search, export."""

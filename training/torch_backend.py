@@ -1,0 +1,53 @@
+"""The PyTorch model behind the beam-search backend interface: the reference decoder of `rnnmt evaluate`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rnnmt.serving.beam_search import Arrays
+from rnnmt.tokenizers.sentencepiece import EOS_ID
+from rnnmt.training.model import DecoderState, Seq2Seq
+
+
+def rows_first(state: DecoderState) -> Arrays:
+    """Decoder state with h, c as [R,L,D] (the model keeps them [L,R,D]), so every tensor has rows first."""
+    return (state[0].transpose(0, 1), state[1].transpose(0, 1), *state[2:])
+
+
+def layers_first(state: Arrays) -> DecoderState:
+    """Inverse of :func:`rows_first`."""
+    return (state[0].transpose(0, 1).contiguous(), state[1].transpose(0, 1).contiguous(), *state[2:])
+
+
+class TorchBackend:
+    """Runs :class:`Seq2Seq` in inference mode. Memory is ``(states, keys, mask)``; state is the decoder's."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[Arrays, Arrays]:
+        states, keys, mask, state = self.model.encode(torch.from_numpy(src), torch.from_numpy(lengths))
+        return (states, keys, mask), rows_first(state)
+
+    def take(self, arrays: Arrays, rows: np.ndarray) -> Arrays:
+        index = torch.from_numpy(rows)
+        return tuple(a.index_select(0, index) for a in arrays)
+
+    @torch.inference_mode()
+    def step(
+        self,
+        prev: np.ndarray,
+        state: Arrays,
+        memory: Arrays,
+        beam_scores: np.ndarray,
+        eos_bias: np.ndarray,
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, Arrays]:
+        states, keys, mask = memory
+        logits, new_state = self.model.step(torch.from_numpy(prev), layers_first(state), keys, states, mask)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        log_probs[:, EOS_ID] += torch.from_numpy(eos_bias)
+        scores, ids = torch.topk(log_probs + torch.from_numpy(beam_scores).unsqueeze(1), k, dim=-1)
+        return scores.numpy(), ids.numpy(), rows_first(new_state)

@@ -1,0 +1,401 @@
+"""The training loop: `rnnmt train CONFIG`.
+
+Tokenizers are trained on the training split on first use; batches by tokens with length bucketing;
+Adam with a learning-rate schedule, label smoothing and gradient clipping; greedy validation on dev
+with sacreBLEU every N steps, the best k checkpoints kept, early stopping, a wall-clock budget, and
+checkpoint averaging at the end. ``latest.pt`` lets an interrupted run resume exactly where it stopped
+(model, optimizer, schedule, RNG and data position). Under ``torchrun`` it trains data-parallel.
+
+Run folder: ``tokenizer/``, ``checkpoints/step-N.pt`` (best k), ``best.pt``, ``latest.pt``,
+``averaged.pt``, ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from rnnmt.errors import RnnmtError
+from rnnmt.progress import Progress
+from rnnmt.scoring import score
+from rnnmt.serving.beam_search import SearchOptions
+from rnnmt.serving.translator import Translator
+from rnnmt.tokenizers.sentencepiece import EOS_ID, PAD_ID, Tokenizer, train_sentencepiece
+from rnnmt.training.batching import Example, collate, make_batches
+from rnnmt.training.checkpoint import average_weights, load_checkpoint, save_checkpoint
+from rnnmt.training.config import RunConfig
+from rnnmt.training.corpus import Pair, read_split
+from rnnmt.training.model import Seq2Seq, count_parameters
+from rnnmt.training.schedule import LearningRate
+from rnnmt.training.torch_backend import TorchBackend
+
+VALIDATION_ROWS = 512
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_checkpoint: Path
+    best_bleu: float
+    steps: int
+    parameters: int
+    tokens_per_second: float
+    minutes: float
+
+
+@dataclass
+class Progression:
+    """Where training stands; saved in ``latest.pt`` so a resumed run continues identically."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of this epoch already trained (per rank)
+    elapsed: float = 0.0  # seconds trained before this process started
+    target_tokens: int = 0
+    best: list[list[Any]] = field(default_factory=list)  # [dev BLEU, step] of kept checkpoints, best first
+    stopped: bool = False
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), initialising gloo when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def prepare_tokenizers(
+    config: RunConfig, train_pairs: list[Pair], rank: int, world: int
+) -> tuple[Tokenizer, Tokenizer]:
+    """Load the run's tokenizers, training them on the training split first if the run has none."""
+    tok_dir = config.path(config.run_dir) / "tokenizer"
+    t, d = config.tokenizer, config.data
+    names = ("joint", "joint") if t.joint else (d.src_lang, d.tgt_lang)
+    paths = [tok_dir / f"{name}.model" for name in names]
+    if rank == 0 and not all(p.exists() for p in paths):
+        src_text = [p.src for p in train_pairs]
+        tgt_text = [p.tgt for p in train_pairs]
+        corpora = [src_text + tgt_text] if t.joint else [src_text, tgt_text]
+        for path, texts in zip(dict.fromkeys(paths), corpora, strict=True):
+            train_sentencepiece(texts, path, t.vocab_size, t.model_type, t.character_coverage)
+    if world > 1:
+        dist.barrier()
+    return Tokenizer.load(paths[0]), Tokenizer.load(paths[1])
+
+
+def encode_pairs(pairs: list[Pair], src_tok: Tokenizer, tgt_tok: Tokenizer, max_tokens: int) -> list[Example]:
+    """Tokenized training examples; pairs longer than ``max_tokens`` pieces on either side are skipped."""
+    src = src_tok.encode([p.src for p in pairs])
+    tgt = tgt_tok.encode([p.tgt for p in pairs])
+    return [
+        ([*s, EOS_ID], t)
+        for s, t in zip(src, tgt, strict=True)
+        if s and t and max(len(s), len(t)) < max_tokens
+    ]
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, resume: bool = True) -> None:
+        self.config = config
+        self.rank, self.world = _distributed()
+        tc = config.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        elif self.world > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world))
+        random.seed(tc.seed)
+        torch.manual_seed(tc.seed)
+        self.run_dir = config.path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        d = config.data
+        train_pairs = read_split(config.path(d.train), d.src_lang, d.tgt_lang)
+        self.dev = read_split(config.path(d.dev), d.src_lang, d.tgt_lang)
+        if tc.dev_max_sentences:
+            self.dev = self.dev[: tc.dev_max_sentences]
+        self.src_tok, self.tgt_tok = prepare_tokenizers(config, train_pairs, self.rank, self.world)
+        self.examples = encode_pairs(train_pairs, self.src_tok, self.tgt_tok, d.max_train_tokens)
+        if not self.examples:
+            raise RnnmtError(f"no training pairs left in {d.train} after tokenizing")
+        self.model = Seq2Seq(self.src_tok.vocab_size, self.tgt_tok.vocab_size, config.model)
+        self.ddp = DistributedDataParallel(self.model) if self.world > 1 else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.learning_rate)
+        self.schedule = LearningRate(tc)
+        self.progression = Progression()
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        latest = self.run_dir / "latest.pt"
+        if resume and latest.exists():
+            self._restore(load_checkpoint(latest))
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+
+    def _meta(self, dev_scores: dict[str, Any]) -> dict[str, Any]:
+        d = self.config.data
+        self.progression.elapsed = self._seconds()
+        return {
+            "step": self.progression.step,
+            "epoch": self.progression.epoch,
+            "src_lang": d.src_lang,
+            "tgt_lang": d.tgt_lang,
+            "train_data": d.train,
+            "train_pairs": len(self.examples),
+            "train_minutes": round(self.progression.elapsed / 60, 2),
+            **dev_scores,
+        }
+
+    def _rng_states(self) -> list[Any]:
+        state = [torch.get_rng_state(), random.getstate()]
+        if self.world == 1:
+            return [state]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, state)
+        return gathered
+
+    def _save(self, path: Path, meta: dict[str, Any], training: bool) -> None:
+        state = None
+        if training:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "progression": vars(self.progression),
+                "rng": self._rng_states(),
+            }
+        if self.rank == 0:
+            save_checkpoint(path, self.model, self.config, self.src_tok, self.tgt_tok, meta, state)
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        state = payload.get("training_state")
+        if state is None:
+            raise RnnmtError("latest.pt holds no training state; start a new run folder instead")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.progression = Progression(**state["progression"])
+        torch_rng, py_rng = state["rng"][self.rank % len(state["rng"])]
+        torch.set_rng_state(torch_rng)
+        random.setstate(py_rng)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with self.metrics_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # -- validation ------------------------------------------------------------------------------------
+
+    def validate(self) -> dict[str, Any]:
+        """Greedy decoding of dev, scored with sacreBLEU."""
+        translator = Translator(
+            TorchBackend(self.model), self.src_tok, self.tgt_tok, max_batch_rows=VALIDATION_ROWS
+        )
+        options = SearchOptions(beam_size=1, max_output_tokens=self.config.data.max_train_tokens + 50)
+        sources = translator.tokenize([p.src for p in self.dev])
+        hyps = translator.detokenize(translator.translate_ids(sources, options))
+        self.model.train()
+        scores = score([h[0].text for h in hyps], [p.tgt for p in self.dev])
+        return {
+            "dev_bleu": round(scores.bleu, 2),
+            "dev_chrf": round(scores.chrf, 2),
+            "bleu_signature": scores.bleu_signature,
+            "chrf_signature": scores.chrf_signature,
+        }
+
+    def _after_validation(self, scores: dict[str, Any]) -> None:
+        """Keep the best k checkpoints and ``best.pt``; save ``latest.pt``; step the schedule."""
+        p, k = self.progression, self.config.train.keep_best
+        self.schedule.validated(scores["dev_bleu"])
+        meta = self._meta(scores)
+        ckpt_dir = self.run_dir / "checkpoints"
+        p.best = sorted([*p.best, [scores["dev_bleu"], p.step]], key=lambda b: -b[0])
+        if [scores["dev_bleu"], p.step] in p.best[:k]:
+            self._save(ckpt_dir / f"step-{p.step}.pt", meta, training=False)
+            if p.best[0][1] == p.step and self.rank == 0:
+                shutil.copyfile(ckpt_dir / f"step-{p.step}.pt", self.run_dir / "best.pt")
+        for _, step in p.best[k:]:
+            if self.rank == 0:
+                (ckpt_dir / f"step-{step}.pt").unlink(missing_ok=True)
+        p.best = p.best[:k]
+        patience = self.config.train.early_stopping
+        p.stopped = p.stopped or bool(patience and self.schedule.stale >= patience)
+        self._save(self.run_dir / "latest.pt", meta, training=True)
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def _seconds(self) -> float:
+        """Training seconds so far, including earlier runs of a resumed training."""
+        return self._elapsed_before + time.monotonic() - self._started
+
+    def _out_of_budget(self) -> bool:
+        tc, p = self.config.train, self.progression
+        return bool(
+            (tc.max_steps and p.step >= tc.max_steps)
+            or (tc.max_epochs and p.epoch >= tc.max_epochs)
+            or (tc.max_minutes and self._seconds() >= tc.max_minutes * 60)
+        )
+
+    def _agree(self, flag: bool) -> bool:
+        """All ranks stop together: any rank's flag stops everyone."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([int(flag)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _train_step(self, batch: list[int]) -> tuple[float, int]:
+        """One optimizer step; returns the batch's mean (smoothed) loss per target token and its tokens."""
+        tc = self.config.train
+        src, lengths, tgt_in, tgt_out = collate([self.examples[i] for i in batch])
+        logits = (self.ddp or self.model)(src, lengths, tgt_in)
+        tokens = int((tgt_out != PAD_ID).sum())
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)),
+            tgt_out.reshape(-1),
+            ignore_index=PAD_ID,
+            label_smoothing=tc.label_smoothing,
+            reduction="sum",
+        )
+        (loss / tokens).backward()
+        if tc.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad_norm)
+        self.progression.step += 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.rate(self.progression.step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach()) / tokens, tokens
+
+    def _progress_total(self, batches_per_epoch: int) -> float:
+        """Steps the run will take, for the progress bar (the time budget, if any, shows in its ETA too)."""
+        tc = self.config.train
+        limits = [tc.max_steps] if tc.max_steps else []
+        if tc.max_epochs:
+            limits.append(tc.max_epochs * batches_per_epoch)
+        return float(min(limits)) if limits else 0.0
+
+    def train(self) -> TrainResult:
+        tc, p = self.config.train, self.progression
+        self._started, self._elapsed_before = time.monotonic(), p.elapsed
+        tokens_before = p.target_tokens
+        params = count_parameters(self.model)
+        if self.rank == 0:
+            print(
+                f"model: {params:,} parameters; {len(self.examples):,} training pairs; {self.world} process(es)"
+            )
+        self.model.train()
+        progress = Progress(0, "steps")
+        window = (time.monotonic(), 0, 0.0, 0)  # start, tokens, loss sum, batches
+        validated_at = p.step if p.best else -1
+        stop = p.stopped or self._out_of_budget()
+        while not stop:
+            batches = make_batches(self.examples, tc.batch_tokens, tc.seed, p.epoch)
+            mine = batches[self.rank : len(batches) - len(batches) % self.world : self.world] or batches[:1]
+            progress.total = self._progress_total(len(mine))
+            for batch in mine[p.batch_in_epoch :]:
+                loss, tokens = self._train_step(batch)
+                p.batch_in_epoch += 1
+                p.target_tokens += tokens * self.world
+                window = (window[0], window[1] + tokens * self.world, window[2] + loss, window[3] + 1)
+                if p.step % tc.log_every == 0:
+                    self._report(window, len(mine), progress)
+                    window = (time.monotonic(), 0, 0.0, 0)
+                stop = self._agree(self._out_of_budget())
+                if stop or p.step % tc.validate_every == 0:
+                    self._validate_and_save()
+                    validated_at = p.step
+                    stop = self._agree(stop or p.stopped)
+                if stop:
+                    break
+            else:
+                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                stop = self._agree(self._out_of_budget())
+        if validated_at != p.step:
+            self._validate_and_save()
+        progress.close()
+        trained = max(time.monotonic() - self._started, 1e-9)
+        best_bleu = self._average_best()
+        return TrainResult(
+            self.run_dir,
+            self.run_dir / "best.pt",
+            best_bleu,
+            p.step,
+            params,
+            (p.target_tokens - tokens_before) / trained,
+            self._seconds() / 60,
+        )
+
+    def _report(
+        self, window: tuple[float, int, float, int], batches_per_epoch: int, progress: Progress
+    ) -> None:
+        p = self.progression
+        start, tokens, loss_sum, batches = window
+        rate = tokens / max(time.monotonic() - start, 1e-9)
+        loss, lr = loss_sum / max(batches, 1), self.schedule.rate(p.step)
+        self._log(
+            {
+                "step": p.step,
+                "epoch": round(p.epoch + p.batch_in_epoch / batches_per_epoch, 3),
+                "loss": round(loss, 4),
+                "lr": lr,
+                "tokens_per_s": round(rate),
+                "minutes": round(self._seconds() / 60, 2),
+            }
+        )
+        if self.rank == 0:
+            progress.update(
+                p.step, force=True, loss=f"{loss:.3f}", **{"tok/s": f"{rate:,.0f}", "lr": f"{lr:.1e}"}
+            )
+
+    def _validate_and_save(self) -> None:
+        scores = self.validate() if self.rank == 0 else {}
+        if self.world > 1:
+            box = [scores]
+            dist.broadcast_object_list(box, src=0)
+            scores = box[0]
+        self._log({"step": self.progression.step, "minutes": round(self._seconds() / 60, 2), **scores})
+        if self.rank == 0:
+            print(
+                f"step {self.progression.step}: dev BLEU {scores['dev_bleu']:.2f}, chrF {scores['dev_chrf']:.2f}",
+                flush=True,
+            )
+        self._after_validation(scores)
+
+    def _average_best(self) -> float:
+        """Average the kept checkpoints into ``averaged.pt``; it becomes ``best.pt`` if it scores higher.
+
+        Returns the dev BLEU of ``best.pt``."""
+        p = self.progression
+        best_bleu = float(p.best[0][0])
+        if len(p.best) < 2 or self.rank != 0:
+            return best_bleu
+        paths = [self.run_dir / "checkpoints" / f"step-{step}.pt" for _, step in p.best]
+        self.model.load_state_dict(average_weights(paths))
+        scores = self.validate()
+        meta = {**self._meta(scores), "averaged_steps": [step for _, step in p.best]}
+        averaged = self.run_dir / "averaged.pt"
+        self._save(averaged, meta, training=False)
+        self._log({"step": p.step, "averaged": True, **scores})
+        print(
+            f"averaged {len(paths)} checkpoints: dev BLEU {scores['dev_bleu']:.2f}, chrF {scores['dev_chrf']:.2f}"
+        )
+        if scores["dev_bleu"] > best_bleu:
+            shutil.copyfile(averaged, self.run_dir / "best.pt")
+            best_bleu = scores["dev_bleu"]
+        return best_bleu
+
+
+def train(config: RunConfig, resume: bool = True) -> TrainResult:
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.train()
+    finally:
+        if trainer.world > 1:
+            dist.destroy_process_group()
