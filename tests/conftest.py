@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +65,49 @@ def tiny_config(data: Path, run_dir: Path, **train: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="session")
-def trained_run(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder (``best.pt`` and all) of a tiny model trained by `rnnmt train` on the toy corpus."""
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "bahdanau": {"model": {"attention": "bahdanau"}, "tokenizer": {"joint": True}},
+    "general-feeding-2layers": {
+        "model": {"attention": "general", "input_feeding": True, "encoder_layers": 2, "decoder_layers": 2},
+        "tokenizer": {"joint": False},
+    },
+}
+"""Model variants the export and engine tests cover; ``bahdanau`` is the default tiny model."""
+
+
+def train_tiny(data: Path, run_dir: Path, variant: str = "bahdanau", **train_options: Any) -> Path:
+    """Train a tiny model of ``variant`` with `rnnmt train` (one thread, seconds); returns ``best.pt``."""
     from rnnmt.training.config import config_from_dict
     from rnnmt.training.trainer import train
 
-    run_dir = tmp_path_factory.mktemp("trained_run")
-    result = train(config_from_dict(tiny_config(toy_data, run_dir)))
-    assert result.best_bleu == 100.0, "the tiny model should learn the toy corpus exactly"
-    return run_dir
+    values = tiny_config(data, run_dir, **train_options)
+    for section, options in VARIANTS[variant].items():
+        values[section].update(options)
+    result = train(config_from_dict(values))
+    assert result.best_bleu == pytest.approx(100.0), "a tiny model should learn the toy corpus exactly"
+    return result.best_checkpoint
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(trained_run: Path) -> Path:
-    return trained_run / "best.pt"
+def variant_checkpoint(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """variant name → ``best.pt`` of a tiny model of that variant, trained once per session."""
+    built: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in built:
+            built[variant] = train_tiny(toy_data, tmp_path_factory.mktemp(variant), variant)
+        return built[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(variant_checkpoint: Callable[[str], Path]) -> Path:
+    """``best.pt`` of the default tiny model (Bahdanau attention, joint vocabulary, no input feeding)."""
+    return variant_checkpoint("bahdanau")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_checkpoint: Path) -> Path:
+    """The run folder of :func:`tiny_checkpoint`."""
+    return tiny_checkpoint.parent

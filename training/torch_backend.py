@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from rnnmt.serving.beam_search import Arrays
 from rnnmt.tokenizers.sentencepiece import EOS_ID
@@ -18,6 +19,18 @@ def rows_first(state: DecoderState) -> Arrays:
 def layers_first(state: Arrays) -> DecoderState:
     """Inverse of :func:`rows_first`."""
     return (state[0].transpose(0, 1).contiguous(), state[1].transpose(0, 1).contiguous(), *state[2:])
+
+
+def scored_topk(
+    logits: Tensor, beam_scores: Tensor, eos_bias: Tensor, k: int | Tensor
+) -> tuple[Tensor, Tensor]:
+    """logits [R,V], beam_scores [R], eos_bias [R], k (scalar) → top-k of beam score + log-prob, with the
+    EOS bias added to EOS's log-prob: scores [R,k], ids [R,k].
+    The decoder graph of a model package ends in exactly this."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    eos = log_probs[:, EOS_ID : EOS_ID + 1] + eos_bias.unsqueeze(1)
+    log_probs = torch.cat([log_probs[:, :EOS_ID], eos, log_probs[:, EOS_ID + 1 :]], dim=1)
+    return torch.topk(log_probs + beam_scores.unsqueeze(1), k, dim=-1)
 
 
 class TorchBackend:
@@ -47,7 +60,5 @@ class TorchBackend:
     ) -> tuple[np.ndarray, np.ndarray, Arrays]:
         states, keys, mask = memory
         logits, new_state = self.model.step(torch.from_numpy(prev), layers_first(state), keys, states, mask)
-        log_probs = torch.log_softmax(logits, dim=-1)
-        log_probs[:, EOS_ID] += torch.from_numpy(eos_bias)
-        scores, ids = torch.topk(log_probs + torch.from_numpy(beam_scores).unsqueeze(1), k, dim=-1)
+        scores, ids = scored_topk(logits, torch.from_numpy(beam_scores), torch.from_numpy(eos_bias), k)
         return scores.numpy(), ids.numpy(), rows_first(new_state)

@@ -198,8 +198,7 @@ class Trainer:
             TorchBackend(self.model), self.src_tok, self.tgt_tok, max_batch_rows=VALIDATION_ROWS
         )
         options = SearchOptions(beam_size=1, max_output_tokens=self.config.data.max_train_tokens + 50)
-        sources = translator.tokenize([p.src for p in self.dev])
-        hyps = translator.detokenize(translator.translate_ids(sources, options))
+        hyps = translator.translate([p.src for p in self.dev], options)
         self.model.train()
         scores = score([h[0].text for h in hyps], [p.tgt for p in self.dev])
         return {
@@ -250,7 +249,7 @@ class Trainer:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def _train_step(self, batch: list[int]) -> tuple[float, int]:
+    def train_step(self, batch: list[int]) -> tuple[float, int]:
         """One optimizer step; returns the batch's mean (smoothed) loss per target token and its tokens."""
         tc = self.config.train
         src, lengths, tgt_in, tgt_out = collate([self.examples[i] for i in batch])
@@ -300,7 +299,7 @@ class Trainer:
             mine = batches[self.rank : len(batches) - len(batches) % self.world : self.world] or batches[:1]
             progress.total = self._progress_total(len(mine))
             for batch in mine[p.batch_in_epoch :]:
-                loss, tokens = self._train_step(batch)
+                loss, tokens = self.train_step(batch)
                 p.batch_in_epoch += 1
                 p.target_tokens += tokens * self.world
                 window = (window[0], window[1] + tokens * self.world, window[2] + loss, window[3] + 1)

@@ -1,0 +1,107 @@
+"""The beam-search backend over the exported graphs: two onnxruntime sessions, numpy arrays, no torch.
+
+Memory is ``(states [R,S,2H], keys [R,S,K], mask [R,S] bool)``; the state is the package's
+``decoder_state`` tensors, each with rows first (``state_h [R,L,D]``, ``state_c [R,L,D]``, optionally
+``state_feed [R,A]``). The decoder step returns only the top-k scores and ids per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from rnnmt.errors import RnnmtError
+from rnnmt.serving.beam_search import Arrays
+from rnnmt.serving.package import (
+    ENCODER_INPUTS,
+    MEMORY_NAMES,
+    NEXT_PREFIX,
+    STEP_INPUTS,
+    STEP_OUTPUTS,
+)
+
+_LOAD_ERRORS = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.NotImplemented,
+)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Sequential execution, ``threads`` intra-op threads (0 = onnxruntime's default), all graph optimisations."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def open_session(path: Path, threads: int) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    except _LOAD_ERRORS as exc:
+        raise RnnmtError(f"onnxruntime cannot load {path}: {exc}") from exc
+
+
+def check_names(path: Path, kind: str, actual: Sequence[str], expected: Sequence[str]) -> None:
+    if set(actual) != set(expected):
+        raise RnnmtError(
+            f"{path} has {kind} {sorted(actual)}, expected {sorted(expected)}: not a graph of this package"
+        )
+
+
+class OnnxBackend:
+    """:class:`~rnnmt.serving.beam_search.DecoderBackend` over ``encoder.onnx`` and ``decoder.onnx``."""
+
+    def __init__(self, encoder: Path, decoder: Path, state_names: Sequence[str], threads: int = 0) -> None:
+        self.encoder = open_session(encoder, threads)
+        self.decoder = open_session(decoder, threads)
+        self.state_names = list(state_names)
+        self.memory_outputs = [*MEMORY_NAMES, *self.state_names]
+        self.step_outputs = [*STEP_OUTPUTS, *(NEXT_PREFIX + name for name in self.state_names)]
+        check_names(encoder, "inputs", [i.name for i in self.encoder.get_inputs()], ENCODER_INPUTS)
+        check_names(encoder, "outputs", [o.name for o in self.encoder.get_outputs()], self.memory_outputs)
+        check_names(
+            decoder,
+            "inputs",
+            [i.name for i in self.decoder.get_inputs()],
+            [*STEP_INPUTS, *self.memory_outputs],
+        )
+        check_names(decoder, "outputs", [o.name for o in self.decoder.get_outputs()], self.step_outputs)
+
+    def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[Arrays, Arrays]:
+        """src [N,S] int64, lengths [N] int64 → memory (states, keys, mask), initial state (rows first)."""
+        outputs = self.encoder.run(self.memory_outputs, {"src": src, "src_lengths": lengths})
+        return tuple(outputs[: len(MEMORY_NAMES)]), tuple(outputs[len(MEMORY_NAMES) :])
+
+    def take(self, arrays: Arrays, rows: np.ndarray) -> Arrays:
+        return tuple(a[rows] for a in arrays)
+
+    def step(
+        self,
+        prev: np.ndarray,
+        state: Arrays,
+        memory: Arrays,
+        beam_scores: np.ndarray,
+        eos_bias: np.ndarray,
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, Arrays]:
+        """prev [R] int64, beam_scores [R], eos_bias [R] float32 → scores [R,k], ids [R,k], next state."""
+        feeds = {
+            "prev": prev,
+            "beam_scores": beam_scores,
+            "eos_bias": eos_bias,
+            "k": np.array(k, dtype=np.int64),
+            **dict(zip(MEMORY_NAMES, memory, strict=True)),
+            **dict(zip(self.state_names, state, strict=True)),
+        }
+        scores, ids, *next_state = self.decoder.run(self.step_outputs, feeds)
+        return scores, ids, tuple(next_state)

@@ -1,0 +1,217 @@
+"""The onnxruntime engine: agreement with the PyTorch reference, batching, edge cases, int8, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import VARIANTS, toy_pairs
+
+from rnnmt.errors import RnnmtError
+from rnnmt.serving.beam_search import Hypothesis, SearchOptions, beam_search
+from rnnmt.serving.engine import Engine
+from rnnmt.serving.translator import TextHypothesis, validate_options
+from rnnmt.tokenizers.sentencepiece import UNK_ID
+from rnnmt.training.checkpoint import load_model
+from rnnmt.training.export import export_package
+from rnnmt.training.torch_backend import TorchBackend
+
+MAX_INPUT_TOKENS = 40
+MAIN = "general-feeding-2layers"
+
+PAIRS = [(p.src, p.tgt) for p in toy_pairs()]
+SOURCES = [s for s, _ in PAIRS] + [
+    "el gato come pan",
+    "El gato come pan y leche.",
+    "Un niño ve la casa.",
+    "gato gato gato",
+    "el el el el",
+    "Pan.",
+    "perro gato casa niño leche agua",
+    "xyz qwerty",
+    "El perro 42 come.",
+    "¿dónde está la biblioteca?",
+]
+SENTENCE, TRANSLATION = PAIRS[7]
+
+
+@pytest.fixture(scope="module")
+def packages(
+    tmp_path_factory: pytest.TempPathFactory, variant_checkpoint: Callable[[str], Path]
+) -> Callable[[str, str | None], tuple[Path, Path]]:
+    """variant, quantization → (checkpoint, package), each built once per module."""
+    built: dict[tuple[str, str | None], tuple[Path, Path]] = {}
+
+    def get(variant: str, quantize: str | None = None) -> tuple[Path, Path]:
+        if (variant, None) not in built:
+            checkpoint = variant_checkpoint(variant)
+            package = export_package(
+                checkpoint, tmp_path_factory.mktemp(variant) / "fp32", None, 17, MAX_INPUT_TOKENS
+            )
+            built[variant, None] = checkpoint, package
+        if (variant, quantize) not in built:
+            checkpoint, _ = built[variant, None]
+            package = export_package(
+                checkpoint, tmp_path_factory.mktemp(variant) / str(quantize), quantize, 17, MAX_INPUT_TOKENS
+            )
+            built[variant, quantize] = checkpoint, package
+        return built[variant, quantize]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def engine(packages: Callable[[str, str | None], tuple[Path, Path]]) -> Engine:
+    return Engine(packages(MAIN, None)[1])
+
+
+@pytest.fixture(scope="module")
+def one_piece_word(engine: Engine) -> str:
+    """A corpus word (or the start of one) that the source tokenizer keeps as a single piece."""
+    words = sorted(
+        {w[:n] for s, _ in PAIRS for w in s.split() for n in range(1, len(w) + 1)}, key=len, reverse=True
+    )
+    return next(w for w in words if len(engine.tokenize([w])[0]) == 2)
+
+
+def assert_same(expected: list[list[Hypothesis]], actual: list[list[Hypothesis]], tol: float = 1e-4) -> None:
+    assert [[h.tokens for h in hyps] for hyps in actual] == [[h.tokens for h in hyps] for hyps in expected]
+    for e_hyps, a_hyps in zip(expected, actual, strict=True):
+        assert [h.score for h in a_hyps] == pytest.approx([h.score for h in e_hyps], abs=tol)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize(
+    "options",
+    [
+        SearchOptions(beam_size=1),
+        SearchOptions(beam_size=5),
+        SearchOptions(beam_size=4, n_best=2, min_output_tokens=3),
+    ],
+    ids=["greedy", "beam5", "beam4-nbest2-min3"],
+)
+def test_onnx_engine_matches_the_pytorch_reference(
+    packages: Callable[[str, str | None], tuple[Path, Path]], variant: str, options: SearchOptions
+) -> None:
+    checkpoint, package = packages(variant, None)
+    engine = Engine(package)
+    sources = engine.tokenize(SOURCES)
+    expected = beam_search(TorchBackend(load_model(checkpoint).model), sources, options)
+    actual = engine.translate_ids(sources, options)
+    assert_same(expected, actual)
+    assert all(len(h.tokens) >= options.min_output_tokens for hyps in actual for h in hyps)
+
+
+def test_the_model_translates_its_training_data(engine: Engine) -> None:
+    results = engine.translate([s for s, _ in PAIRS], SearchOptions(beam_size=5))
+    assert [hyps[0].text for hyps in results] == [t for _, t in PAIRS]
+
+
+def test_results_do_not_depend_on_batching(
+    packages: Callable[[str, str | None], tuple[Path, Path]], engine: Engine
+) -> None:
+    options = SearchOptions(beam_size=5, n_best=2)
+    sources = engine.tokenize(SOURCES)
+    together = engine.translate_ids(sources, options)
+    one_per_batch = Engine(packages(MAIN, None)[1], threads=1, max_batch_rows=3).translate_ids(
+        sources, options
+    )
+    assert_same(together, one_per_batch, tol=1e-5)
+    small_batches = Engine(packages(MAIN, None)[1], max_batch_rows=12).translate_ids(sources, options)
+    assert_same(together, small_batches, tol=1e-5)
+    one_by_one = [engine.translate_ids([s], options)[0] for s in sources[::-1]][::-1]
+    assert_same(together, one_by_one, tol=1e-5)
+
+
+def test_empty_and_whitespace_texts_are_not_translated(engine: Engine) -> None:
+    results = engine.translate(["", "  ", "\t\n", SENTENCE], SearchOptions(beam_size=3, n_best=2))
+    assert results[:3] == [[TextHypothesis("", 0.0)]] * 3
+    assert results[3][0].text == TRANSLATION
+    assert engine.translate(["", " "], SearchOptions()) == [[TextHypothesis("", 0.0)]] * 2
+
+
+def test_unknown_characters_and_a_single_token(engine: Engine, one_piece_word: str) -> None:
+    assert UNK_ID in engine.tokenize(["你好世界"])[0]
+    unknown, single = engine.translate(["你好世界", one_piece_word], SearchOptions(beam_size=5))
+    assert len(unknown) == len(single) == 1
+    assert unknown[0].score < 0 and single[0].score < 0
+
+
+def test_longest_allowed_input_and_one_over(engine: Engine, one_piece_word: str) -> None:
+    longest = " ".join([one_piece_word] * MAX_INPUT_TOKENS)
+    assert len(engine.tokenize([longest])[0]) == MAX_INPUT_TOKENS + 1
+    (hyps,) = engine.translate([longest], SearchOptions(beam_size=2, max_output_tokens=20))
+    assert len(hyps) == 1
+    with pytest.raises(
+        RnnmtError, match=rf"texts\[1\] is {MAX_INPUT_TOKENS + 1} tokens long; .* at most {MAX_INPUT_TOKENS}"
+    ):
+        engine.translate([SENTENCE, f"{longest} {one_piece_word}"], SearchOptions())
+
+
+def test_n_best_equal_to_beam(engine: Engine) -> None:
+    results = engine.translate(["el perro come pan", SENTENCE], SearchOptions(beam_size=4, n_best=4))
+    for hyps in results:
+        assert len(hyps) == 4
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    ids = engine.translate_ids(engine.tokenize(["el perro come pan"]), SearchOptions(beam_size=4, n_best=4))
+    assert len({tuple(h.tokens) for h in ids[0]}) == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"beam_size": 0}, "beam_size"),
+        ({"beam_size": 17}, "beam_size"),
+        ({"n_best": 6}, "n_best"),
+        ({"n_best": 0}, "n_best"),
+        ({"length_penalty": float("nan")}, "length_penalty"),
+        ({"length_penalty": -1.0}, "length_penalty"),
+        ({"max_output_tokens": 0}, "max_output_tokens"),
+        ({"max_length_ratio": 0.0}, "max_length_ratio"),
+        ({"min_output_tokens": 256}, "min_output_tokens"),
+    ],
+)
+def test_invalid_options_name_the_field(engine: Engine, change: dict[str, float], field: str) -> None:
+    options = SearchOptions(**change)  # type: ignore[arg-type]
+    with pytest.raises(RnnmtError, match=f"^{field} must be"):
+        validate_options(options)
+    with pytest.raises(RnnmtError, match=f"^{field} must be"):
+        engine.translate([SENTENCE], options)
+
+
+def test_invalid_source_ids_are_refused(engine: Engine) -> None:
+    with pytest.raises(RnnmtError, match=r"texts\[0\] must end with EOS"):
+        engine.translate_ids([[5, 6]], SearchOptions())
+    with pytest.raises(RnnmtError, match=r"texts\[1\] has token ids outside"):
+        engine.translate_ids([[5, 3], [10_000, 3]], SearchOptions())
+
+
+def test_int8_package_loads_and_translates(packages: Callable[[str, str | None], tuple[Path, Path]]) -> None:
+    engine = Engine(packages(MAIN, "int8")[1])
+    assert engine.manifest.quantization == "int8"
+    assert engine.manifest.verification["int8_decoder"] == "measured, not enforced"
+    results = engine.translate([s for s, _ in PAIRS], SearchOptions(beam_size=5))
+    agree = sum(hyps[0].text == t for hyps, (_, t) in zip(results, PAIRS, strict=True))
+    assert agree >= 0.8 * len(PAIRS)
+
+
+def test_serving_does_not_import_torch(engine: Engine) -> None:
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import rnnmt.serving.onnx_backend, rnnmt.serving.package\n"
+        "from rnnmt.serving.engine import Engine, SearchOptions\n"
+        "print(Engine(Path(sys.argv[1])).translate([sys.argv[2]], SearchOptions())[0][0].text)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(engine.package.root), SENTENCE],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == TRANSLATION

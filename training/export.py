@@ -1,0 +1,335 @@
+"""`rnnmt export`: a checkpoint → a model package (ONNX encoder and decoder step, tokenizers, manifest).
+
+Both graphs are traced with the TorchScript exporter, which turns the packed bidirectional GRU into
+ONNX GRU ops with a sequence-length input, so padding is handled exactly as in PyTorch. The decoder
+graph is one step of :meth:`Seq2Seq.step` followed by log-softmax, the EOS bias, the beam score and
+TopK, so only ``R×k`` numbers per step leave onnxruntime (see :mod:`rnnmt.serving.beam_search`).
+
+Every export checks itself: PyTorch and onnxruntime run the same padded sample batch through the
+encoder and a few decoder steps, and the export fails if any output differs by more than
+:data:`TOLERANCE`. With ``quantize="int8"`` the fp32 graphs are checked before the decoder is quantized;
+the int8 decoder's difference is measured and recorded in the manifest, not enforced.
+
+The package is assembled in a temporary sibling directory and renamed into place at the end, so a
+failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+import rnnmt
+from rnnmt.errors import RnnmtError
+from rnnmt.serving.beam_search import SearchOptions
+from rnnmt.serving.package import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    ENCODER_INPUTS,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MEMORY_NAMES,
+    NEXT_PREFIX,
+    QUANTIZATIONS,
+    SPECIAL_IDS,
+    STEP_INPUTS,
+    STEP_OUTPUTS,
+    Manifest,
+    file_record,
+)
+from rnnmt.tokenizers.sentencepiece import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from rnnmt.training.checkpoint import LoadedModel, load_model
+from rnnmt.training.model import Seq2Seq
+from rnnmt.training.torch_backend import layers_first, rows_first, scored_topk
+
+TOLERANCE = 1e-4
+"""Largest absolute difference between PyTorch and onnxruntime outputs (log-probs, scores, states)."""
+
+
+def state_names(model: Seq2Seq) -> list[str]:
+    """Graph names of the decoder state tensors, in the model's order."""
+    return ["state_h", "state_c"] + (["state_feed"] if model.config.input_feeding else [])
+
+
+class EncoderGraph(nn.Module):
+    """src [N,S], src_lengths [N] → states [N,S,2H], keys [N,S,K], mask [N,S], h [N,L,D], c [N,L,D](, feed [N,A])."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
+        states, keys, mask, state = self.model.encode(src, src_lengths)
+        return (states, keys, mask, *rows_first(state))
+
+
+class DecoderStepGraph(nn.Module):
+    """One step over R rows: prev [R], beam_scores [R], eos_bias [R], k (scalar), states [R,S,2H],
+    keys [R,S,K], mask [R,S], then the state (rows first) → topk_scores [R,k], topk_ids [R,k], next state."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        prev: Tensor,
+        beam_scores: Tensor,
+        eos_bias: Tensor,
+        k: Tensor,
+        states: Tensor,
+        keys: Tensor,
+        mask: Tensor,
+        *state: Tensor,
+    ) -> tuple[Tensor, ...]:
+        logits, next_state = self.model.step(prev, layers_first(state), keys, states, mask)
+        scores, ids = scored_topk(logits, beam_scores, eos_bias, k)
+        return (scores, ids, *rows_first(next_state))
+
+
+def export_graphs(model: Seq2Seq, encoder_path: Path, decoder_path: Path, opset: int) -> None:
+    """Trace both graphs on a small padded batch; batch, rows, source length and k stay dynamic."""
+    names = state_names(model)
+    src = torch.tensor([[UNK_ID, UNK_ID, UNK_ID, EOS_ID], [UNK_ID, EOS_ID, PAD_ID, PAD_ID]])
+    lengths = torch.tensor([4, 2])
+    encoder, decoder = EncoderGraph(model).eval(), DecoderStepGraph(model).eval()
+    with torch.no_grad():
+        states, keys, mask, *state = encoder(src, lengths)
+    rows = {0: "rows"}
+    memory_axes = {name: {0: "rows", 1: "src_len"} for name in MEMORY_NAMES}
+    step_args = (
+        torch.full((2,), BOS_ID),
+        torch.zeros(2),
+        torch.zeros(2),
+        torch.tensor(3),
+        states,
+        keys,
+        mask,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings about the TorchScript exporter
+        torch.onnx.export(
+            encoder,
+            (src, lengths),
+            str(encoder_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(ENCODER_INPUTS),
+            output_names=[*MEMORY_NAMES, *names],
+            dynamic_axes={"src": {0: "rows", 1: "src_len"}, "src_lengths": rows, **memory_axes}
+            | {name: rows for name in names},
+        )
+        torch.onnx.export(
+            decoder,
+            (*step_args, *state),
+            str(decoder_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[*STEP_INPUTS, *MEMORY_NAMES, *names],
+            output_names=[*STEP_OUTPUTS, *(NEXT_PREFIX + n for n in names)],
+            dynamic_axes={n: rows for n in ("prev", "beam_scores", "eos_bias", *names)}
+            | memory_axes
+            | {n: {0: "rows", 1: "k"} for n in STEP_OUTPUTS}
+            | {NEXT_PREFIX + n: rows for n in names},
+        )
+
+
+def max_abs_diff(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Largest |expected - actual|; infinities must coincide (they count as equal), else ∞."""
+    expected, actual = expected.astype(np.float64), actual.astype(np.float64)
+    if expected.shape != actual.shape or not np.array_equal(np.isfinite(expected), np.isfinite(actual)):
+        return float("inf")
+    finite = np.isfinite(expected)
+    if not np.array_equal(expected[~finite], actual[~finite]):
+        return float("inf")
+    return float(np.abs(expected[finite] - actual[finite]).max(initial=0.0))
+
+
+def measure_graphs(
+    model: Seq2Seq, encoder_path: Path, decoder_path: Path, steps: int = 3
+) -> dict[str, float]:
+    """Run PyTorch and onnxruntime side by side on a padded sample batch (lengths 7, 1, 4, 6; 3 rows per
+    sentence) for the encoder and ``steps`` decoder steps with k = V, so every log-prob is compared.
+
+    Returns the largest absolute difference of the encoder outputs and of the decoder scores and states.
+    Each side runs on its own outputs, so differences accumulate as they would in a search.
+    """
+    rng = np.random.default_rng(0)
+    vocab = model.decoder.output.out_features
+    lengths = np.array([7, 1, 4, 6], dtype=np.int64)
+    src = np.zeros((len(lengths), int(lengths.max())), dtype=np.int64)
+    for i, n in enumerate(lengths):
+        src[i, : n - 1] = rng.integers(EOS_ID + 1, model.encoder.embed.num_embeddings, n - 1)
+        src[i, n - 1] = EOS_ID
+    src[0, 2] = UNK_ID
+    expand = np.repeat(np.arange(len(lengths)), 3)
+    encoder_session = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
+    decoder_session = ort.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in encoder_session.get_outputs()]
+    decoder, k = DecoderStepGraph(model).eval(), np.array(vocab, dtype=np.int64)
+
+    with torch.no_grad():
+        expected = [
+            t.numpy() for t in EncoderGraph(model).eval()(torch.from_numpy(src), torch.from_numpy(lengths))
+        ]
+    actual = encoder_session.run(names, {"src": src, "src_lengths": lengths})
+    diffs = {"encoder": max(max_abs_diff(e, a) for e, a in zip(expected, actual, strict=True))}
+    expected, actual = [e[expand] for e in expected], [a[expand] for a in actual]
+
+    decoder_diff = 0.0
+    prev = np.full(len(expand), BOS_ID, dtype=np.int64)
+    for _ in range(steps):
+        beam_scores = -rng.random(len(expand), dtype=np.float32) * 5
+        eos_bias = rng.choice(np.array([0.0, -np.inf, -1.5], dtype=np.float32), len(expand))
+        step = (prev, beam_scores, eos_bias, k)
+        with torch.no_grad():
+            out = decoder(*(torch.from_numpy(np.asarray(a)) for a in (*step, *expected)))
+        scores, ids, *expected_state = (t.numpy() for t in out)
+        feeds = dict(zip([*STEP_INPUTS, *names], [*step, *actual], strict=True))
+        ort_scores, ort_ids, *actual_state = decoder_session.run(None, feeds)
+        # Compare per token id, so near-ties ordered differently by the two TopKs do not count.
+        full = np.empty_like(scores)
+        np.put_along_axis(full, ids, scores, axis=1)
+        decoder_diff = max(
+            decoder_diff,
+            max_abs_diff(np.take_along_axis(full, ort_ids, axis=1), ort_scores),
+            *(max_abs_diff(e, a) for e, a in zip(expected_state, actual_state, strict=True)),
+        )
+        expected = [*expected[: len(MEMORY_NAMES)], *expected_state]
+        actual = [*actual[: len(MEMORY_NAMES)], *actual_state]
+        prev = rng.integers(EOS_ID + 1, vocab, len(expand))
+    diffs["decoder"] = decoder_diff
+    return diffs
+
+
+def quantize_decoder(decoder_path: Path) -> None:
+    """Replace the decoder step by its dynamically int8-quantized version (weights int8, activations
+    quantized per call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # heavy; only for --quantize
+
+    quantized = decoder_path.with_name("decoder.int8.onnx")
+    logging.disable(logging.WARNING)  # quantize_dynamic advises pre-processing on the root logger
+    try:
+        quantize_dynamic(decoder_path, quantized, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    quantized.replace(decoder_path)
+
+
+def json_safe(meta: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a checkpoint's ``meta`` that strict JSON can hold (tensors, NaN and the like are dropped)."""
+    out = {}
+    for key, value in meta.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        out[str(key)] = value
+    return out
+
+
+def write_tokenizers(loaded: LoadedModel, root: Path) -> dict[str, str]:
+    """One ``joint.spm`` when source and target share the model, else ``source.spm`` and ``target.spm``."""
+    src, tgt = loaded.src_tokenizer.model_proto, loaded.tgt_tokenizer.model_proto
+    if src == tgt:
+        (root / "joint.spm").write_bytes(src)
+        return {"source": "joint.spm", "target": "joint.spm"}
+    (root / "source.spm").write_bytes(src)
+    (root / "target.spm").write_bytes(tgt)
+    return {"source": "source.spm", "target": "target.spm"}
+
+
+def build_package(
+    loaded: LoadedModel, root: Path, quantize: str | None, opset: int, max_input_tokens: int
+) -> Manifest:
+    """Write every package file into ``root`` (an empty directory) and return the manifest written."""
+    model = loaded.model.eval()
+    encoder_path, decoder_path = root / ENCODER_FILE, root / DECODER_FILE
+    export_graphs(model, encoder_path, decoder_path, opset)
+    diffs = measure_graphs(model, encoder_path, decoder_path)
+    worst = max(diffs.values())
+    if not worst <= TOLERANCE:
+        raise RnnmtError(
+            f"export self-check failed: onnxruntime differs from PyTorch by up to {worst:.3g} (encoder "
+            f"{diffs['encoder']:.3g}, decoder {diffs['decoder']:.3g}; tolerance {TOLERANCE}); "
+            f"try another opset than {opset}"
+        )
+    verification = {
+        "tolerance": TOLERANCE,
+        "encoder_max_abs_diff": diffs["encoder"],
+        "decoder_max_abs_diff": diffs["decoder"],
+    }
+    if quantize == "int8":
+        quantize_decoder(decoder_path)
+        quantized = measure_graphs(model, encoder_path, decoder_path)["decoder"]
+        if not np.isfinite(quantized):
+            raise RnnmtError("the int8 decoder produces non-finite scores where PyTorch does not")
+        verification |= {
+            "checked": "fp32 graphs before quantization",
+            "int8_decoder_max_abs_diff": quantized,
+            "int8_decoder": "measured, not enforced",
+        }
+    tokenizers = write_tokenizers(loaded, root)
+    manifest = Manifest(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        rnnmt_version=rnnmt.__version__,
+        source_language=loaded.config.data.src_lang,
+        target_language=loaded.config.data.tgt_lang,
+        model=dataclasses.asdict(loaded.config.model),
+        special_ids=dict(SPECIAL_IDS),
+        source_vocab_size=loaded.src_tokenizer.vocab_size,
+        target_vocab_size=loaded.tgt_tokenizer.vocab_size,
+        tokenizers=tokenizers,
+        decoder_state=state_names(model),
+        opset=opset,
+        quantization=quantize,
+        max_input_tokens=max_input_tokens,
+        decoding=dataclasses.asdict(SearchOptions()),
+        verification=verification,
+        training=json_safe(loaded.meta),
+        files={name: file_record(root / name) for name in sorted(os.listdir(root))},
+    )
+    (root / MANIFEST_FILE).write_text(manifest.to_json() + "\n", encoding="utf-8")
+    return manifest
+
+
+def export_package(
+    checkpoint: Path,
+    out_dir: Path,
+    quantize: str | None = None,
+    opset: int = 17,
+    max_input_tokens: int = 250,
+) -> Path:
+    """Export ``checkpoint`` to the package directory ``out_dir`` (new or empty); returns ``out_dir``."""
+    if quantize not in QUANTIZATIONS:
+        raise RnnmtError(
+            f"quantize must be one of {[q for q in QUANTIZATIONS if q]} or none, not {quantize!r}"
+        )
+    if max_input_tokens < 1:
+        raise RnnmtError(f"max_input_tokens must be at least 1, not {max_input_tokens}")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise RnnmtError(f"{out_dir} already exists and is not an empty directory; choose another --out")
+    loaded = load_model(checkpoint)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        build_package(loaded, tmp, quantize, opset, max_input_tokens)
+        tmp.chmod(0o755)  # mkdtemp creates it private
+        tmp.rename(out_dir)  # replaces an empty out_dir
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
