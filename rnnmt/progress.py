@@ -26,22 +26,24 @@ class Progress:
         self.start = time.monotonic()
         self._last = 0.0
 
-    def update(self, done: float, rate: float | None = None, force: bool = False, **fields: str) -> None:
-        """Show ``done`` of ``total``; ``rate`` (units/s) defaults to the average since the start."""
+    def update(self, done: float, fraction: float | None = None, force: bool = False, **fields: str) -> None:
+        """Show ``done`` units; ``fraction`` of the job done defaults to ``done / total`` (none if no total)."""
         now = time.monotonic()
         if not force and now - self._last < self.interval:
             return
         self._last = now
         elapsed = now - self.start
-        rate = rate if rate is not None else done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 and self.total else 0.0
-        frac = min(1.0, done / self.total) if self.total else 0.0
-        bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if fraction is None and self.total:
+            fraction = done / self.total
         extra = "".join(f" | {k} {v}" for k, v in fields.items())
-        line = (
-            f"[{bar}] {frac:4.0%} {done:,.0f}/{self.total:,.0f} {self.unit} | {rate:,.1f} {self.unit}/s"
-            f"{extra} | {format_duration(elapsed)} elapsed, ETA {format_duration(eta)}"
-        )
+        count = f"{done:,.0f}/{self.total:,.0f}" if self.total else f"{done:,.0f}"
+        line = f"{count} {self.unit} | {rate:,.1f} {self.unit}/s{extra} | {format_duration(elapsed)} elapsed"
+        if fraction is not None:
+            fraction = min(1.0, max(0.0, fraction))
+            eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
+            bar = "#" * int(fraction * 20) + "." * (20 - int(fraction * 20))
+            line = f"[{bar}] {fraction:4.0%} {line}, ETA {format_duration(eta)}"
         self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         self.stream.flush()
 

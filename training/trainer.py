@@ -272,13 +272,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()) / tokens, tokens
 
-    def _progress_total(self, batches_per_epoch: int) -> float:
-        """Steps the run will take, for the progress bar (the time budget, if any, shows in its ETA too)."""
-        tc = self.config.train
-        limits = [tc.max_steps] if tc.max_steps else []
+    def _fraction_done(self, batches_per_epoch: int) -> float | None:
+        """How much of the run is done by its nearest limit (steps, epochs or minutes), if it has one."""
+        tc, p = self.config.train, self.progression
+        fractions = [p.step / tc.max_steps] if tc.max_steps else []
         if tc.max_epochs:
-            limits.append(tc.max_epochs * batches_per_epoch)
-        return float(min(limits)) if limits else 0.0
+            fractions.append((p.epoch + p.batch_in_epoch / batches_per_epoch) / tc.max_epochs)
+        if tc.max_minutes:
+            fractions.append(self._seconds() / (tc.max_minutes * 60))
+        return max(fractions) if fractions else None
 
     def train(self) -> TrainResult:
         tc, p = self.config.train, self.progression
@@ -297,7 +299,6 @@ class Trainer:
         while not stop:
             batches = make_batches(self.examples, tc.batch_tokens, tc.seed, p.epoch)
             mine = batches[self.rank : len(batches) - len(batches) % self.world : self.world] or batches[:1]
-            progress.total = self._progress_total(len(mine))
             for batch in mine[p.batch_in_epoch :]:
                 loss, tokens = self.train_step(batch)
                 p.batch_in_epoch += 1
