@@ -1,0 +1,187 @@
+"""Engine speed side by side: PyTorch reference beam search vs the onnxruntime engine (fp32, int8).
+
+    .venv/bin/python benchmarks/engine.py --checkpoint runs/bible-es-en/best.pt \\
+        --package models/bible-es-en --int8-package build/bible-es-en-int8 \\
+        --source data/bible/test.es --reference data/bible/test.en
+
+Every backend translates the same sentences in the same batches (sorted by length, ``--max-batch-rows``
+rows), at beam 5 and greedy, each in its own process (torch's threads busy-wait and slow onnxruntime
+down when both are loaded in one process). Prints sentences/s, target tokens/s, BLEU and chrF, the speed
+ratio to PyTorch, the share of best hypotheses identical to PyTorch's, and the decoder step's achieved
+GFLOP/s at a full batch against this machine's float32 GEMM peak (measured with onnxruntime's MatMul).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rnnmt.serving.beam_search import SearchOptions
+from rnnmt.serving.translator import Translator
+
+BEAMS = (5, 1)
+
+
+def load_translator(kind: str, path: Path, max_batch_rows: int) -> Translator:
+    if kind == "pytorch":
+        from rnnmt.training.checkpoint import load_model
+        from rnnmt.training.evaluate import reference_translator
+
+        return reference_translator(load_model(path), max_batch_rows)
+    from rnnmt.serving.engine import Engine
+
+    return Engine(path, max_batch_rows=max_batch_rows)
+
+
+def worker(kind: str, path: Path, source: Path, max_batch_rows: int, out: Path) -> None:
+    """Translate ``source`` at each beam; write hypotheses, timing and target token counts as JSON."""
+    translator = load_translator(kind, path, max_batch_rows)
+    texts = source.read_text(encoding="utf-8").splitlines()
+    sources = translator.tokenize(texts)
+    translator.translate_ids(sources[:8], SearchOptions(beam_size=5))  # warm-up
+    runs = {}
+    for beam in BEAMS:
+        start = time.perf_counter()
+        hyps = translator.translate_ids(sources, SearchOptions(beam_size=beam))
+        seconds = time.perf_counter() - start
+        best = [h[0].tokens for h in hyps]
+        runs[str(beam)] = {
+            "seconds": seconds,
+            "tokens": sum(len(t) + 1 for t in best),
+            "texts": translator.detokenize(best),
+            "ids": best,
+        }
+    out.write_text(json.dumps(runs))
+
+
+def run_worker(kind: str, path: Path, args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.json"
+        command = [sys.executable, __file__, "--worker", kind, "--worker-path", str(path)]
+        command += [
+            "--source",
+            str(args.source),
+            "--max-batch-rows",
+            str(args.max_batch_rows),
+            "--out",
+            str(out),
+        ]
+        subprocess.run(command, check=True)
+        return json.loads(out.read_text())
+
+
+def gemm_peak_gflops(threads: int, size: int = 1536, repeat: int = 20) -> float:
+    """float32 GEMM throughput of onnxruntime's MatMul on this machine (size × size matrices)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "gemm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options)
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    session.run(None, {"a": a, "b": a})
+    start = time.perf_counter()
+    for _ in range(repeat):
+        session.run(None, {"a": a, "b": a})
+    return 2 * size**3 * repeat / (time.perf_counter() - start) / 1e9
+
+
+def decoder_step_gflops(package: Path, rows: int, src_len: int, repeat: int = 30) -> tuple[float, float]:
+    """(achieved GFLOP/s, milliseconds) of one decoder step over ``rows`` rows and ``src_len`` source
+    positions, counting the multiply-adds of the LSTM, attention, combination and output projection."""
+    from rnnmt.serving.engine import Engine
+
+    engine = Engine(package)
+    cfg, vocab = engine.manifest.model, engine.manifest.target_vocab_size
+    src = np.full((rows, src_len), 5, dtype=np.int64)
+    src[:, -1] = 3
+    memory, state = engine.backend.encode(src, np.full(rows, src_len, dtype=np.int64))
+    prev = np.full(rows, 2, dtype=np.int64)
+    zeros = np.zeros(rows, dtype=np.float32)
+    engine.backend.step(prev, state, memory, zeros, zeros, 6)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        engine.backend.step(prev, state, memory, zeros, zeros, 6)
+    seconds = (time.perf_counter() - start) / repeat
+    e, d, h2, a, layers = (
+        cfg["emb_size"],
+        cfg["decoder_hidden"],
+        2 * cfg["encoder_hidden"],
+        cfg["attention_size"],
+        cfg["decoder_layers"],
+    )
+    lstm_in = e * (2 if cfg["input_feeding"] else 1)
+    lstm = 4 * d * (lstm_in + d) + (layers - 1) * 4 * d * 2 * d
+    attention = {"bahdanau": d * a + src_len * a, "general": src_len * d, "dot": src_len * d}[
+        cfg["attention"]
+    ]
+    per_row = lstm + attention + src_len * h2 + (d + h2) * e + e * vocab
+    return 2 * per_row * rows / seconds / 1e9, seconds * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--package", type=Path)
+    parser.add_argument("--int8-package", type=Path)
+    parser.add_argument("--source", type=Path, required=True)
+    parser.add_argument("--reference", type=Path)
+    parser.add_argument("--max-batch-rows", type=int, default=256)
+    parser.add_argument("--worker", choices=["pytorch", "onnx"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.worker_path, args.source, args.max_batch_rows, args.out)
+        return
+
+    from rnnmt.scoring import score
+
+    systems = [("PyTorch reference", "pytorch", args.checkpoint), ("ONNX fp32", "onnx", args.package)]
+    if args.int8_package:
+        systems.append(("ONNX int8", "onnx", args.int8_package))
+    results = {name: run_worker(kind, path, args) for name, kind, path in systems}
+    refs = args.reference.read_text(encoding="utf-8").splitlines() if args.reference else None
+    n = len(args.source.read_text(encoding="utf-8").splitlines())
+    print(f"{n} sentences, batches of at most {args.max_batch_rows} rows\n")
+    header = f"{'system':<20}{'beam':>5}{'sent/s':>9}{'tok/s':>9}{'× PyTorch':>10}{'same best':>10}"
+    print(header + (f"{'BLEU':>7}{'chrF':>7}" if refs else ""))
+    for beam in map(str, BEAMS):
+        base = results["PyTorch reference"][beam]
+        for name, run in ((name, results[name][beam]) for name, _, _ in systems):
+            same = np.mean([a == b for a, b in zip(run["ids"], base["ids"], strict=True)])
+            line = (
+                f"{name:<20}{beam:>5}{n / run['seconds']:>9.1f}{run['tokens'] / run['seconds']:>9.0f}"
+                f"{base['seconds'] / run['seconds']:>10.2f}{same:>10.1%}"
+            )
+            if refs:
+                s = score(run["texts"], refs)
+                line += f"{s.bleu:>7.2f}{s.chrf:>7.2f}"
+            print(line)
+    if refs:
+        print(f"\nsacreBLEU: {score(['x'], ['x']).bleu_signature}")
+    peak = gemm_peak_gflops(threads=0)
+    rows = args.max_batch_rows
+    gflops, ms = decoder_step_gflops(args.package, rows, src_len=40)
+    print(f"\nfloat32 GEMM peak (onnxruntime MatMul, 1536²): {peak:.1f} GFLOP/s")
+    print(
+        f"decoder step, fp32, {rows} rows × 40 source positions: {ms:.2f} ms, {gflops:.1f} GFLOP/s = {gflops / peak:.0%} of peak"
+    )
+
+
+if __name__ == "__main__":
+    main()
