@@ -105,6 +105,58 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"plot written to {out}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from rnnmt.serving.config import config_from_args
+    from rnnmt.serving.server import serve
+
+    serve(config_from_args(args))
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    import grpc
+    from google.protobuf import json_format
+
+    from rnnmt.serving.client import TranslatorClient, batched
+
+    options = {
+        "model": args.model,
+        "beam_size": args.beam_size,
+        "n_best": args.n_best,
+        "length_penalty": args.length_penalty,
+        "max_output_tokens": args.max_output_tokens,
+    }
+    try:
+        token = args.auth_token_file.read_text().strip() if args.auth_token_file else args.auth_token
+        with TranslatorClient(
+            args.server,
+            timeout=args.timeout or None,
+            retries=args.retries,
+            tls=args.tls,
+            ca_file=args.tls_ca,
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+            token=token,
+        ) as client:
+            if args.model_info:
+                print(json_format.MessageToJson(client.model_info(args.model), indent=2))
+                return
+            lines = args.texts or (line.rstrip("\r\n") for line in sys.stdin)
+            number = 0
+            for translations in client.translate_stream(batched(lines, args.batch_size), **options):
+                for translation in translations:
+                    if args.n_best > 1:  # Moses n-best format: sentence number ||| text ||| score
+                        for h in translation.hypotheses:
+                            print(f"{number} ||| {h.text} ||| {h.score:.4f}")
+                    else:
+                        print(translation.hypotheses[0].text)
+                    number += 1
+                sys.stdout.flush()
+    except OSError as exc:
+        raise RnnmtError(str(exc)) from None
+    except grpc.RpcError as exc:
+        raise RnnmtError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnmt", description="RNN machine translation: train, export, serve."
@@ -160,6 +212,52 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--quantize", choices=["int8"], default=None)
     ex.add_argument("--max-input-tokens", type=int, default=250)
     ex.set_defaults(func=cmd_export)
+
+    from rnnmt.serving.config import add_server_arguments
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve model packages over gRPC (dynamic batching, health, reflection, metrics)",
+        description="Serve a model package, or a directory of them, over gRPC until SIGTERM/SIGINT. "
+        "Each flag can also be set by the environment variable shown with it.",
+    )
+    add_server_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
+
+    tl = sub.add_parser(
+        "translate",
+        help="translate texts (arguments, or stdin lines) with an rnnmt server",
+        description="Prints one translation per input line, or with --n-best > 1 the n-best list "
+        "in Moses format (number ||| text ||| score).",
+    )
+    tl.add_argument("texts", nargs="*", help="texts to translate (default: one per line of stdin)")
+    tl.add_argument(
+        "--server",
+        default=os.environ.get("RNNMT_SERVER", "localhost:50051"),
+        help="HOST:PORT [env RNNMT_SERVER; default: %(default)s]",
+    )
+    tl.add_argument("--model", default="", help="model name (default: the server's default)")
+    tl.add_argument("--beam-size", type=int, default=0, help="0 = the model's default")
+    tl.add_argument("--n-best", type=int, default=0, help="0 = the model's default")
+    tl.add_argument("--length-penalty", type=float, default=None, help="GNMT alpha (default: the model's)")
+    tl.add_argument("--max-output-tokens", type=int, default=0, help="0 = the model's default")
+    tl.add_argument("--batch-size", type=int, default=32, help="lines per request")
+    tl.add_argument(
+        "--timeout", type=float, default=300.0, help="deadline of the whole run, in seconds (0 = none)"
+    )
+    tl.add_argument("--retries", type=int, default=3, help="retries when the server is unavailable")
+    tl.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    tl.add_argument("--tls-ca", type=Path, help="PEM roots to verify the server with (implies --tls)")
+    tl.add_argument("--tls-cert", type=Path, help="PEM client certificate, for mutual TLS")
+    tl.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
+    tl.add_argument(
+        "--auth-token",
+        default=os.environ.get("RNNMT_AUTH_TOKEN", ""),
+        help="bearer token [env RNNMT_AUTH_TOKEN]",
+    )
+    tl.add_argument("--auth-token-file", type=Path, help="read the bearer token from this file")
+    tl.add_argument("--model-info", action="store_true", help="print the server's models as JSON and exit")
+    tl.set_defaults(func=cmd_translate)
 
     pl = sub.add_parser("plot", help="plot training loss and dev BLEU of a run to a PNG")
     pl.add_argument("run_dir", type=Path)

@@ -1,0 +1,179 @@
+"""A synchronous Python client of the rnnmt gRPC server (used by `rnnmt translate`).
+
+::
+
+    with TranslatorClient("localhost:50051", timeout=10) as client:
+        for translation in client.translate(["Hola mundo."], beam_size=5):
+            print(translation.hypotheses[0].text)
+
+Every call has a deadline (``timeout`` seconds, per client or per call). Calls failing with UNAVAILABLE
+(server starting, restarting, draining, unreachable) are retried by gRPC's own retry policy with
+randomised exponential backoff, within the call's deadline; a stream is retried only until its first
+response. Errors are raised as :class:`grpc.RpcError` with the server's status code and message.
+Imports grpc and the stubs only: no onnxruntime, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rnnmt.v1 import translator_pb2 as pb
+from rnnmt.v1 import translator_pb2_grpc as pb_grpc
+
+MIB = 1 << 20
+
+
+def retry_service_config(retries: int, backoff: float, max_backoff: float) -> str:
+    """gRPC service config retrying UNAVAILABLE up to ``retries`` times (gRPC caps attempts at 5)."""
+    method_config: dict[str, object] = {
+        "name": [{"service": "rnnmt.v1.Translator"}, {"service": "grpc.health.v1.Health"}]
+    }
+    if retries > 0:
+        method_config["retryPolicy"] = {
+            "maxAttempts": min(retries + 1, 5),
+            "initialBackoff": f"{backoff:.3f}s",
+            "maxBackoff": f"{max_backoff:.3f}s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return json.dumps({"methodConfig": [method_config]})
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
+
+
+class TranslatorClient:
+    """A channel to one server, with deadlines, retries, optional TLS / mutual TLS and a bearer token.
+
+    ``tls`` is implied by any of ``ca_file`` (PEM roots; default: the system's), ``cert_file`` and
+    ``key_file`` (a client certificate for mutual TLS).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = 30.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        tls: bool = False,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        token: str = "",
+        max_message_bytes: int = 4 * MIB,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", retry_service_config(retries, backoff, max_backoff)),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if tls or ca_file or cert_file or key_file:
+            credentials = grpc.ssl_channel_credentials(_read(ca_file), _read(key_file), _read(cert_file))
+            self._channel = grpc.secure_channel(target, credentials, options)
+        else:
+            self._channel = grpc.insecure_channel(target, options)
+        self._stub = pb_grpc.TranslatorStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> TranslatorClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+    @staticmethod
+    def request(
+        texts: Sequence[str],
+        model: str = "",
+        beam_size: int = 0,
+        n_best: int = 0,
+        length_penalty: float | None = None,
+        max_output_tokens: int = 0,
+    ) -> pb.TranslateRequest:
+        """A TranslateRequest; 0 / None options take the model's defaults."""
+        options = pb.DecodingOptions(
+            beam_size=beam_size,
+            n_best=n_best,
+            length_penalty=length_penalty,
+            max_output_tokens=max_output_tokens,
+        )
+        return pb.TranslateRequest(texts=list(texts), model=model, options=options)
+
+    def translate(
+        self,
+        texts: Sequence[str],
+        model: str = "",
+        beam_size: int = 0,
+        n_best: int = 0,
+        length_penalty: float | None = None,
+        max_output_tokens: int = 0,
+        timeout: float | None = None,
+    ) -> list[pb.Translation]:
+        """One translation per text, in order; each has ``hypotheses`` (``text``, ``score``), best first."""
+        request = self.request(texts, model, beam_size, n_best, length_penalty, max_output_tokens)
+        response = self._stub.Translate(request, timeout=self._timeout(timeout), metadata=self._metadata)
+        return list(response.translations)
+
+    def translate_stream(
+        self,
+        batches: Iterable[Sequence[str]],
+        model: str = "",
+        beam_size: int = 0,
+        n_best: int = 0,
+        length_penalty: float | None = None,
+        max_output_tokens: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[list[pb.Translation]]:
+        """Translate batches over one stream (the server works on several at once): per batch, in order,
+        its translations. ``timeout`` bounds the whole stream; ``batches`` may be a lazy iterator."""
+        requests = (
+            self.request(batch, model, beam_size, n_best, length_penalty, max_output_tokens)
+            for batch in batches
+        )
+        responses = self._stub.TranslateStream(
+            requests, timeout=self._timeout(timeout), metadata=self._metadata
+        )
+        for response in responses:
+            yield list(response.translations)
+
+    def model_info(self, model: str = "", timeout: float | None = None) -> pb.ModelInfo:
+        """The models served (or only ``model``), with languages, version, scores, defaults and limits."""
+        return self._stub.GetModelInfo(
+            pb.GetModelInfoRequest(model=model), timeout=self._timeout(timeout), metadata=self._metadata
+        )
+
+    def health(self, service: str = "", timeout: float | None = None) -> str:
+        """The standard health status of the server ("") or a service: "SERVING", "NOT_SERVING", ..."""
+        response = self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self._timeout(timeout)
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def batched(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Consecutive lists of at most ``size`` lines, read lazily."""
+    it = iter(lines)
+    while batch := list(islice(it, size)):
+        yield batch

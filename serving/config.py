@@ -1,0 +1,127 @@
+"""The settings of `rnnmt serve`: one dataclass, its command-line flags and their environment variables.
+
+Every flag ``--some-flag`` has the variable ``RNNMT_SOME_FLAG``; a flag on the command line wins over the
+variable, which wins over the default. Importing this module is cheap (no grpc, no onnxruntime), so the
+``rnnmt`` parser can use it for every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rnnmt.errors import RnnmtError
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `rnnmt serve` can be told; see :func:`add_server_arguments` for what each field does."""
+
+    model_dir: Path
+    default_model: str = ""
+    host: str = "0.0.0.0"
+    port: int = 50051
+    workers: int = 0
+    engine_threads: int = 1
+    batching: str = "on"
+    max_batch_rows: int = 256
+    max_queue_delay_ms: float = 2.0
+    max_queued_sentences: int = 4096
+    max_texts_per_request: int = 256
+    max_message_bytes: int = 4 * MIB
+    max_concurrent_rpcs: int = 1000
+    grace_seconds: float = 10.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_token: str = ""
+    auth_token_file: Path | None = None
+    metrics_port: int = 0
+
+    @property
+    def worker_count(self) -> int:
+        """Engine worker threads: ``workers``, or one per CPU core this process may use."""
+        return self.workers or len(os.sched_getaffinity(0))
+
+    def validate(self) -> ServerConfig:
+        """Return self if the settings are coherent, else raise an :class:`RnnmtError` naming the flag."""
+        checks = [
+            (0 <= self.port <= 65535, "--port must be 0 (any free port) to 65535"),
+            (0 <= self.metrics_port <= 65535, "--metrics-port must be 0 (off) to 65535"),
+            (self.workers >= 0, "--workers must be 0 (one per core) or more"),
+            (self.engine_threads >= 0, "--engine-threads must be 0 (onnxruntime's default) or more"),
+            (self.batching in ("on", "off"), "--batching must be on or off"),
+            (self.max_batch_rows >= 1, "--max-batch-rows must be at least 1"),
+            (self.max_queue_delay_ms >= 0, "--max-queue-delay-ms must be 0 or more"),
+            (self.max_texts_per_request >= 1, "--max-texts-per-request must be at least 1"),
+            (
+                self.max_queued_sentences >= self.max_texts_per_request,
+                "--max-queued-sentences must be at least --max-texts-per-request",
+            ),
+            (self.max_message_bytes >= 1024, "--max-message-bytes must be at least 1024"),
+            (self.max_concurrent_rpcs >= 1, "--max-concurrent-rpcs must be at least 1"),
+            (self.grace_seconds >= 0, "--grace-seconds must be 0 or more"),
+            ((self.tls_cert is None) == (self.tls_key is None), "--tls-cert and --tls-key go together"),
+            (self.tls_client_ca is None or self.tls_cert is not None, "--tls-client-ca needs --tls-cert"),
+            (
+                not (self.auth_token and self.auth_token_file),
+                "give --auth-token or --auth-token-file, not both",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RnnmtError(message)
+        return self
+
+
+_HELP = {
+    "model_dir": "a model repository (one package folder per model) or a single model package",
+    "default_model": "the model of requests that name none (default: the only or first by name)",
+    "host": "address to listen on",
+    "port": "gRPC port (0 = any free port, printed at startup)",
+    "workers": "engine worker threads, sharing the models (0 = one per CPU core)",
+    "engine_threads": "onnxruntime intra-op threads per worker (0 = onnxruntime's default)",
+    "batching": "merge sentences of concurrent requests into shared engine batches",
+    "max_batch_rows": "rows (sentences × beam size) per engine batch",
+    "max_queue_delay_ms": "longest a sentence waits for its batch to fill before it is translated anyway",
+    "max_queued_sentences": "sentences waiting for a worker; a request that does not fit is refused "
+    "with RESOURCE_EXHAUSTED",
+    "max_texts_per_request": "texts in one TranslateRequest",
+    "max_message_bytes": "largest gRPC message received or sent",
+    "max_concurrent_rpcs": "calls in progress at once; more are refused with RESOURCE_EXHAUSTED",
+    "grace_seconds": "on SIGTERM/SIGINT, how long calls in flight may take to finish",
+    "tls_cert": "PEM certificate chain: serve TLS instead of plaintext",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mutual TLS)",
+    "auth_token": "require 'authorization: Bearer <token>' metadata (health checks stay open)",
+    "auth_token_file": "like --auth-token, one accepted token per line",
+    "metrics_port": "Prometheus metrics over HTTP on this port (0 = off)",
+}
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per :class:`ServerConfig` field, its default taken from the environment when set."""
+    for f in fields(ServerConfig):
+        env = "RNNMT_" + f.name.upper()
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type), Path)
+        shown = "hidden" if f.name == "auth_token" else "%(default)s"
+        extra: dict[str, Any] = {"choices": ["on", "off"]} if f.name == "batching" else {}
+        if f.default is MISSING:
+            extra["required"] = env not in os.environ
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=kind,
+            default=os.environ.get(env, None if f.default is MISSING else f.default),
+            help=f"{_HELP[f.name]} [env {env}; default: {shown}]",
+            **extra,
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The validated config of parsed :func:`add_server_arguments` flags."""
+    return ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig)}).validate()
