@@ -157,6 +157,66 @@ def cmd_translate(args: argparse.Namespace) -> None:
         raise RnnmtError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
 
 
+def cmd_batch(args: argparse.Namespace) -> None:
+    from rnnmt.serving.batch_backends import Decoding, EngineBackend, GrpcBackend
+    from rnnmt.serving.batch_checkpoint import errors_path
+    from rnnmt.serving.batch_chunk import RetryPolicy
+    from rnnmt.serving.batch_formats import line_format
+    from rnnmt.serving.batch_job import BatchJob, run, score_output
+    from rnnmt.serving.batch_shards import merge, parse_shard
+
+    if args.merge:
+        merged = merge(args.inputs, args.out)
+        print(f"merged {len(args.inputs)} shards: {merged.lines:,} lines → {args.out}")
+        if merged.failed:
+            print(f"{merged.failed:,} lines failed: see {errors_path(args.out)}")
+            raise SystemExit(3)
+        return
+    if len(args.inputs) != 1:
+        raise RnnmtError("give one INPUT file (several only with --merge)")
+    if (args.server is None) == (args.model is None):
+        raise RnnmtError("give --server HOST:PORT (a server) or --model DIR (in this process)")
+    source = args.inputs[0]
+    decoding = Decoding(args.beam_size, args.n_best, args.length_penalty, args.max_output_tokens)
+    fmt = line_format(source, args.tsv_column, args.jsonl_field, args.output_field, max(1, args.n_best))
+    job = BatchJob(
+        source,
+        args.out,
+        fmt,
+        decoding,
+        parse_shard(args.shard),
+        args.chunk_lines,
+        args.concurrency or (8 if args.server else len(os.sched_getaffinity(0))),
+        RetryPolicy(retries=args.retries),
+        args.restart,
+    )
+    if args.server:
+        backend = GrpcBackend(args.server, args.model_name, decoding, args.timeout or None)
+    else:
+        backend = EngineBackend(args.model, args.model_name, decoding, args.engine_threads)
+    try:
+        result = run(job, backend)
+    finally:
+        backend.close()
+    state = result.state
+    if result.already_done:
+        print(f"{job.output} is already complete ({state.lines:,} lines); --restart translates it again")
+    else:
+        resumed = state.lines - result.translated
+        print(
+            f"translated {result.translated:,} lines in {result.seconds:.1f} s "
+            f"({result.translated / max(result.seconds, 1e-9):,.1f} lines/s)"
+            + (f", resuming after {resumed:,} done before" if resumed else "")
+            + f" → {job.output}"
+        )
+    if state.failed:
+        print(f"{state.failed:,} lines failed (left empty): see {errors_path(job.output)}")
+    if args.reference:
+        print(score_output(job, state, args.reference).report())
+    if state.failed:
+        raise SystemExit(3)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnmt", description="RNN machine translation: train, export, serve."
@@ -258,6 +318,62 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--auth-token-file", type=Path, help="read the bearer token from this file")
     tl.add_argument("--model-info", action="store_true", help="print the server's models as JSON and exit")
     tl.set_defaults(func=cmd_translate)
+
+    bt = sub.add_parser(
+        "batch",
+        help="translate a whole file with a server or in-process: streamed, resumable, sharded",
+        description="Translate INPUT (one segment per line: plain text, a TSV column or a JSONL field) "
+        "into --out, one output line per input line, in order. Progress is checkpointed in OUT.progress: "
+        "a job stopped at any moment resumes where it was when run again, every line exactly once. "
+        "Lines the model refuses are left empty and listed in OUT.errors.jsonl (exit code 3).",
+    )
+    bt.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="the file (with --merge: shard outputs)"
+    )
+    bt.add_argument("--out", type=Path, required=True, help="output file (with --merge: the merged file)")
+    where = bt.add_mutually_exclusive_group()
+    where.add_argument(
+        "--server",
+        help="HOST:PORT; several as a comma-separated list, or a DNS name with several addresses "
+        "(load spread round robin); or a gRPC target (dns:, ipv4:, unix:)",
+    )
+    where.add_argument("--model", type=Path, help="translate in this process with this model package")
+    bt.add_argument(
+        "--model-name", default="", help="model name (default: the server's / repository's default)"
+    )
+    bt.add_argument("--tsv-column", type=int, help="translate this TSV column (from 1); default for .tsv: 1")
+    bt.add_argument("--jsonl-field", help="translate this JSONL field; default for .jsonl: text")
+    bt.add_argument("--output-field", help="JSONL field for the translation (default: translation)")
+    bt.add_argument("--beam-size", type=int, default=0, help="0 = the model's default")
+    bt.add_argument("--n-best", type=int, default=0, help="above 1: add the n-best (text, score) pairs")
+    bt.add_argument("--length-penalty", type=float, default=None, help="GNMT alpha (default: the model's)")
+    bt.add_argument("--max-output-tokens", type=int, default=0, help="0 = the model's default")
+    bt.add_argument("--chunk-lines", type=int, default=64, help="lines per request")
+    bt.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="requests in flight (0 = 8 with --server, one per core in-process)",
+    )
+    bt.add_argument(
+        "--engine-threads", type=int, default=1, help="onnxruntime threads per request in-process"
+    )
+    bt.add_argument(
+        "--timeout", type=float, default=300.0, help="deadline of each request, in seconds (0 = none)"
+    )
+    bt.add_argument(
+        "--retries",
+        type=int,
+        default=8,
+        help="retries of a request on UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED (backoff from 0.5 s to 30 s)",
+    )
+    bt.add_argument("--shard", default="1/1", help="K/N: translate only the K-th of N equal ranges of lines")
+    bt.add_argument(
+        "--merge", action="store_true", help="concatenate the finished shard outputs INPUT... into --out"
+    )
+    bt.add_argument("--restart", action="store_true", help="start over, ignoring and replacing OUT.progress")
+    bt.add_argument("--reference", type=Path, help="print BLEU and chrF against these references at the end")
+    bt.set_defaults(func=cmd_batch)
 
     pl = sub.add_parser("plot", help="plot training loss and dev BLEU of a run to a PNG")
     pl.add_argument("run_dir", type=Path)

@@ -350,9 +350,9 @@ class Trainer:
             }
         )
         if self.rank == 0:
-            progress.update(
-                p.step, force=True, loss=f"{loss:.3f}", **{"tok/s": f"{rate:,.0f}", "lr": f"{lr:.1e}"}
-            )
+            fraction = self._fraction_done(batches_per_epoch)
+            fields = {"loss": f"{loss:.3f}", "tok/s": f"{rate:,.0f}", "lr": f"{lr:.1e}"}
+            progress.update(p.step, fraction, force=True, **fields)
 
     def _validate_and_save(self) -> None:
         scores = self.validate() if self.rank == 0 else {}
