@@ -217,6 +217,21 @@ def cmd_batch(args: argparse.Namespace) -> None:
         raise SystemExit(3)
 
 
+def cmd_health(args: argparse.Namespace) -> None:
+    import grpc
+
+    from rnnmt.serving.client import TranslatorClient
+
+    try:
+        with TranslatorClient(args.server, timeout=args.timeout, retries=0) as client:
+            status = client.health(args.service)
+    except grpc.RpcError as exc:
+        raise RnnmtError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
+    print(status)
+    if status != "SERVING":
+        raise RnnmtError(f"{args.server} is {status}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnmt", description="RNN machine translation: train, export, serve."
@@ -374,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--restart", action="store_true", help="start over, ignoring and replacing OUT.progress")
     bt.add_argument("--reference", type=Path, help="print BLEU and chrF against these references at the end")
     bt.set_defaults(func=cmd_batch)
+
+    hc = sub.add_parser("health", help="check a server's gRPC health; exit 0 when SERVING (probes, scripts)")
+    hc.add_argument("--server", default=os.environ.get("RNNMT_SERVER", "localhost:50051"), help="HOST:PORT")
+    hc.add_argument("--service", default="", help='service name ("" = the whole server)')
+    hc.add_argument("--timeout", type=float, default=3.0)
+    hc.set_defaults(func=cmd_health)
 
     pl = sub.add_parser("plot", help="plot training loss and dev BLEU of a run to a PNG")
     pl.add_argument("run_dir", type=Path)

@@ -529,6 +529,17 @@ def test_translate_command_reads_stdin(server: ServerThread) -> None:
     assert "INVALID_ARGUMENT: options.beam_size must be 1 to 16" in done.stderr
 
 
+def test_health_command_exits_zero_only_when_serving(server: ServerThread) -> None:
+    def health(target: str) -> subprocess.CompletedProcess[str]:
+        command = [str(RNNMT), "health", "--server", target, "--timeout", "5"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    serving = health(server.target)
+    assert (serving.returncode, serving.stdout) == (0, "SERVING\n"), serving.stderr
+    down = health(f"127.0.0.1:{free_port()}")
+    assert down.returncode == 2 and "UNAVAILABLE" in down.stderr
+
+
 def test_serving_and_the_client_do_not_import_torch() -> None:
     script = (
         "import sys\n"
