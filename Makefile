@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the whole suite; CI runs it).
-.PHONY: demo test lint install
+.PHONY: demo test lint install docker container-test
 
 install:
 	bash scripts/install.sh
@@ -15,3 +15,9 @@ test: install
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+
+docker: install
+	bash scripts/docker-build.sh
+
+container-test: install
+	bash scripts/container-test.sh

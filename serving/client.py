@@ -31,7 +31,8 @@ MIB = 1 << 20
 
 
 def retry_service_config(retries: int, backoff: float, max_backoff: float) -> str:
-    """gRPC service config retrying UNAVAILABLE up to ``retries`` times (gRPC caps attempts at 5)."""
+    """gRPC service config: round-robin over every address the target resolves to (replicas behind one
+    DNS name), retrying UNAVAILABLE up to ``retries`` times (gRPC caps attempts at 5)."""
     method_config: dict[str, object] = {
         "name": [{"service": "rnnmt.v1.Translator"}, {"service": "grpc.health.v1.Health"}]
     }
@@ -43,7 +44,7 @@ def retry_service_config(retries: int, backoff: float, max_backoff: float) -> st
             "backoffMultiplier": 2,
             "retryableStatusCodes": ["UNAVAILABLE"],
         }
-    return json.dumps({"methodConfig": [method_config]})
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method_config]})
 
 
 def _read(path: Path | None) -> bytes | None:
