@@ -169,7 +169,7 @@ def cmd_batch(args: argparse.Namespace) -> None:
         merged = merge(args.inputs, args.out)
         print(f"merged {len(args.inputs)} shards: {merged.lines:,} lines → {args.out}")
         if merged.failed:
-            print(f"{merged.failed:,} lines failed: see {errors_path(args.out)}")
+            print(f"{merged.failed:,} line{'s' * (merged.failed != 1)} failed: see {errors_path(args.out)}")
             raise SystemExit(3)
         return
     if len(args.inputs) != 1:
@@ -210,7 +210,9 @@ def cmd_batch(args: argparse.Namespace) -> None:
             + f" → {job.output}"
         )
     if state.failed:
-        print(f"{state.failed:,} lines failed (left empty): see {errors_path(job.output)}")
+        print(
+            f"{state.failed:,} line{'s' * (state.failed != 1)} failed (left empty): see {errors_path(job.output)}"
+        )
     if args.reference:
         print(score_output(job, state, args.reference).report())
     if state.failed:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Creates .venv and installs rnnmt with the given extras (default: train,serve,dev), plus the Debian
+# Creates .venv and installs rnnmt with the given extras (default: train,serve,dev,ray), plus the Debian
 # packages the project uses when this user can install them. Fast when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-train,serve,dev}"
+extras="${1:-train,serve,dev,ray}"
 python="${PYTHON:-python3}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,0 +1,202 @@
+"""The checkpoint of a batch job: an output that grows only by whole chunks, in input order, and a
+progress file that says, atomically, how much of it is final.
+
+A commit appends a chunk's output lines to ``OUTPUT`` and fsyncs it, appends the chunk's failed lines to
+``OUTPUT.errors.jsonl`` (``{"line": N, "reason": …}``, N counted from 1) and fsyncs it, then replaces
+``OUTPUT.progress`` (a temporary file, fsync'd, renamed over it, the folder fsync'd) with the new sizes of
+both files and the next input line with its byte offset. The rename is the commit point: whatever a
+stopped job wrote after its last commit lies beyond the recorded sizes, and resuming truncates it away and
+goes on from the recorded line. So every input line is in the output exactly once, in order, wherever the
+job was killed.
+
+``OUTPUT.progress`` holds (JSON): ``job`` (what must not change between runs: the input's sha256, size
+and line count, the line format, the decoding options, the model and its version), ``shard`` ``[k, n]``,
+``start_line`` / ``end_line`` (this job's input lines, 0-based, end excluded), ``next_line`` and
+``input_offset`` (the first line not done and where it starts), ``output_bytes``, ``errors_bytes``,
+``failed`` and ``done``. It stays after the job is done, so running the job again finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from rnnmt.errors import RnnmtError
+
+FORMAT = "rnnmt-batch-progress"
+VERSION = 1
+
+
+def progress_path(output: Path) -> Path:
+    return output.with_name(output.name + ".progress")
+
+
+def errors_path(output: Path) -> Path:
+    return output.with_name(output.name + ".errors.jsonl")
+
+
+@dataclass(frozen=True)
+class JobState:
+    """The content of a progress file; see the module docstring."""
+
+    job: dict[str, Any]
+    shard: tuple[int, int]
+    start_line: int
+    end_line: int
+    next_line: int
+    input_offset: int
+    output_bytes: int = 0
+    errors_bytes: int = 0
+    failed: int = 0
+    done: bool = False
+
+    @property
+    def lines(self) -> int:
+        return self.end_line - self.start_line
+
+
+def read_state(output: Path) -> JobState | None:
+    """The progress file of ``output``, or ``None`` if there is none."""
+    path = progress_path(output)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RnnmtError(f"cannot read {path}: {exc}; --restart starts the job over") from None
+    if (
+        not isinstance(data, dict)
+        or data.pop("format", None) != FORMAT
+        or data.pop("version", None) != VERSION
+    ):
+        raise RnnmtError(
+            f"{path} is not a progress file of this rnnmt version; --restart starts the job over"
+        )
+    try:
+        return JobState(**{**data, "shard": tuple(data["shard"])})
+    except (TypeError, KeyError) as exc:
+        raise RnnmtError(f"{path} is damaged ({exc}); --restart starts the job over") from None
+
+
+def write_state(output: Path, state: JobState) -> None:
+    """Replace the progress file atomically and durably."""
+    path = progress_path(output)
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w") as f:
+        json.dump({"format": FORMAT, "version": VERSION, **asdict(state)}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key (old ≠ new)`` for every leaf of two nested dicts that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            item
+            for key in sorted(old.keys() | new.keys())
+            for item in differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [f"{prefix.rstrip('.')} ({old} ≠ {new})"]
+
+
+def _open_at(path: Path, size: int) -> BinaryIO:
+    """``path`` opened to append after its first ``size`` bytes (the rest is cut off)."""
+    f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
+    actual = f.seek(0, os.SEEK_END)
+    if actual < size:
+        f.close()
+        raise RnnmtError(
+            f"{path} has {actual} bytes but its progress file says {size} were written: it was changed "
+            "outside the job; --restart starts the job over"
+        )
+    f.truncate(size)
+    f.seek(size)
+    return f
+
+
+class Checkpoint:
+    """The output, errors and progress files of one job, positioned after its last commit."""
+
+    def __init__(self, output: Path, state: JobState) -> None:
+        self.output = output
+        self.state = state
+        self._out = _open_at(output, state.output_bytes)
+        self._errors: BinaryIO | None = None
+        errors = errors_path(output)
+        if state.errors_bytes:
+            self._errors = _open_at(errors, state.errors_bytes)
+        else:
+            errors.unlink(missing_ok=True)
+
+    @classmethod
+    def open(cls, output: Path, fresh: JobState, restart: bool) -> Checkpoint:
+        """Resume the job recorded beside ``output``, or start ``fresh`` (with ``restart``: always).
+
+        Refuses a progress file of another job, and an existing output without a progress file.
+        """
+        existing = None if restart else read_state(output)
+        if existing is None:
+            if not restart and output.exists():
+                raise RnnmtError(
+                    f"{output} exists but is not a batch job's output ({progress_path(output).name} is "
+                    "missing); --restart overwrites it"
+                )
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write_state(output, fresh)  # before the output exists, so a job killed now can resume
+            return cls(output, fresh)
+        changed = differences(existing.job, fresh.job) + differences(
+            {"shard": list(existing.shard)}, {"shard": list(fresh.shard)}
+        )
+        if changed:
+            raise RnnmtError(
+                f"{progress_path(output)} belongs to another job: {'; '.join(changed)}. "
+                "--restart starts this job over, or choose another --out"
+            )
+        return cls(output, existing)
+
+    def commit(self, data: bytes, failures: list[tuple[int, str]], next_line: int, input_offset: int) -> None:
+        """Append a chunk's output ``data`` and ``failures`` (input line index from 0, reason); then
+        record that input lines before ``next_line`` (starting at byte ``input_offset``) are done."""
+        self._out.write(data)
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        errors_bytes = self.state.errors_bytes
+        if failures:
+            if self._errors is None:
+                self._errors = _open_at(errors_path(self.output), 0)
+            records = "".join(
+                json.dumps({"line": line + 1, "reason": reason}, ensure_ascii=False) + "\n"
+                for line, reason in failures
+            ).encode()
+            self._errors.write(records)
+            self._errors.flush()
+            os.fsync(self._errors.fileno())
+            errors_bytes += len(records)
+        self.state = replace(
+            self.state,
+            next_line=next_line,
+            input_offset=input_offset,
+            output_bytes=self.state.output_bytes + len(data),
+            errors_bytes=errors_bytes,
+            failed=self.state.failed + len(failures),
+        )
+        write_state(self.output, self.state)
+
+    def finish(self) -> None:
+        """Record that every line is done."""
+        self.state = replace(self.state, done=True)
+        write_state(self.output, self.state)
+
+    def close(self) -> None:
+        self._out.close()
+        if self._errors is not None:
+            self._errors.close()

@@ -1,0 +1,245 @@
+"""`rnnmt batch`: translate a file of any size, streamed in chunks with several requests in flight,
+resumable and exactly-once, with a progress bar.
+
+First one pass over the input counts its lines (the progress bar's total) and hashes it (the job's
+identity in its checkpoint, :mod:`~rnnmt.serving.batch_checkpoint`). The job then resumes from its
+checkpoint, or starts, and reads the input from the recorded byte offset, ``chunk_lines`` lines at a
+time. Up to ``concurrency`` chunks are translated at once on threads, so a server's dynamic batching gets
+sentences of several requests to batch together (in-process, onnxruntime runs them in parallel); at most
+``2 × concurrency`` chunks are held at once, so memory stays flat whatever the file's size. Chunks are
+committed strictly in input order as they finish. A fatal error (retries spent, a server refusing the
+job) stops the job after the last chunk committed in order; the same command resumes from there.
+
+Input lines end with "\n" (a "\r" before it is dropped); output lines end with "\n".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from rnnmt.errors import RnnmtError
+from rnnmt.progress import Progress
+from rnnmt.scoring import Scores, score
+from rnnmt.serving.batch_backends import Backend, Decoding
+from rnnmt.serving.batch_checkpoint import Checkpoint, JobState
+from rnnmt.serving.batch_chunk import ChunkResult, RetryPolicy, translate_chunk
+from rnnmt.serving.batch_formats import LineFormat
+from rnnmt.serving.batch_shards import shard_range
+
+BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """What to translate, where to, and how (see `rnnmt batch --help` for each field)."""
+
+    input: Path
+    output: Path
+    fmt: LineFormat = field(default_factory=LineFormat)
+    decoding: Decoding = field(default_factory=Decoding)
+    shard: tuple[int, int] = (1, 1)
+    chunk_lines: int = 64
+    concurrency: int = 8
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    restart: bool = False
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The job's final checkpoint state; lines translated by this run and how long it took."""
+
+    state: JobState
+    translated: int
+    seconds: float
+    already_done: bool
+
+
+@dataclass(frozen=True)
+class InputFacts:
+    lines: int
+    bytes: int
+    sha256: str
+
+
+def scan(path: Path) -> InputFacts:
+    """Count the lines of ``path`` (an unterminated last line counts) and hash it, in one pass."""
+    digest, lines, size, last = hashlib.sha256(), 0, 0, b"\n"
+    try:
+        with path.open("rb") as f:
+            while block := f.read(BLOCK_BYTES):
+                digest.update(block)
+                lines += block.count(b"\n")
+                size += len(block)
+                last = block[-1:]
+    except OSError as exc:
+        raise RnnmtError(f"cannot read {path}: {exc.strerror}") from None
+    return InputFacts(lines + (last != b"\n"), size, digest.hexdigest())
+
+
+def line_offset(path: Path, line: int) -> int:
+    """The byte offset where line ``line`` (from 0) of ``path`` starts."""
+    offset, remaining = 0, line
+    with path.open("rb") as f:
+        while remaining and (block := f.read(BLOCK_BYTES)):
+            count = block.count(b"\n")
+            if count < remaining:
+                remaining -= count
+                offset += len(block)
+                continue
+            at = -1
+            for _ in range(remaining):
+                at = block.index(b"\n", at + 1)
+            return offset + at + 1
+    return offset
+
+
+@dataclass(frozen=True)
+class Chunk:
+    first_line: int
+    lines: list[bytes]  # without line endings
+    end_offset: int  # where the line after the chunk starts
+
+
+def read_chunks(path: Path, offset: int, line: int, end_line: int, size: int) -> Iterator[Chunk]:
+    """Chunks of at most ``size`` lines from line ``line`` (at byte ``offset``) up to ``end_line``."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        while line < end_line:
+            lines = []
+            for _ in range(min(size, end_line - line)):
+                raw = f.readline()
+                if not raw:
+                    raise RnnmtError(f"{path} ended before line {line + len(lines) + 1}: it changed")
+                offset += len(raw)
+                lines.append(raw.removesuffix(b"\n").removesuffix(b"\r"))
+            yield Chunk(line, lines, offset)
+            line += len(lines)
+
+
+def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchResult:
+    """Run (or resume) ``job`` on ``backend``, showing progress on ``stream`` (default stderr)."""
+    if job.chunk_lines < 1 or job.concurrency < 1:
+        raise RnnmtError("--chunk-lines and --concurrency must be at least 1")
+    if job.output.resolve() == job.input.resolve():
+        raise RnnmtError(f"--out {job.output} is the input file")
+    start_time = time.monotonic()
+    facts = scan(job.input)
+    stop = threading.Event()
+    model = job.retry.call(backend.open, stop)
+    if model.max_texts_per_request and job.chunk_lines > model.max_texts_per_request:
+        raise RnnmtError(
+            f"--chunk-lines {job.chunk_lines} is over the server's limit of "
+            f"{model.max_texts_per_request} texts per request"
+        )
+    start, end = shard_range(facts.lines, job.shard)
+    identity = {
+        "input_sha256": facts.sha256,
+        "input_bytes": facts.bytes,
+        "input_lines": facts.lines,
+        "format": asdict(job.fmt),
+        "decoding": asdict(job.decoding),
+        "model": model.name,
+        "model_version": model.version,
+    }
+    fresh = JobState(identity, job.shard, start, end, start, line_offset(job.input, start))
+    checkpoint = Checkpoint.open(job.output, fresh, job.restart)
+    if checkpoint.state.done:
+        checkpoint.close()
+        return BatchResult(checkpoint.state, 0, time.monotonic() - start_time, already_done=True)
+    try:
+        translated = _translate(job, backend, checkpoint, stop, stream)
+    except RnnmtError as exc:
+        state = checkpoint.state
+        raise RnnmtError(
+            f"{exc}\n{state.next_line - state.start_line:,} of {state.lines:,} lines are done and saved; "
+            "run the same command again to resume"
+        ) from None
+    finally:
+        checkpoint.close()
+    return BatchResult(checkpoint.state, translated, time.monotonic() - start_time, already_done=False)
+
+
+def _translate(
+    job: BatchJob, backend: Backend, checkpoint: Checkpoint, stop: threading.Event, stream: TextIO | None
+) -> int:
+    """Translate and commit the remaining chunks in order; returns the lines translated."""
+    state = checkpoint.state
+    progress = Progress(state.end_line - state.next_line, "lines", stream)
+    resumed = (
+        {"resumed after": f"{state.next_line - state.start_line:,}"}
+        if state.next_line > state.start_line
+        else {}
+    )
+    first_error: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(lines: list[bytes]) -> ChunkResult:
+        try:
+            return translate_chunk(backend, job.fmt, lines, job.retry, stop)
+        except BaseException as exc:
+            with lock:
+                if not stop.is_set():
+                    first_error.append(exc)
+                    stop.set()
+            raise
+
+    translated = 0
+
+    def commit(chunk: Chunk, future: Future[ChunkResult]) -> None:
+        nonlocal translated
+        result = future.result()
+        data = "".join(line + "\n" for line in result.lines).encode()
+        failures = [(chunk.first_line + i, reason) for i, reason in result.failures]
+        try:
+            checkpoint.commit(data, failures, chunk.first_line + len(chunk.lines), chunk.end_offset)
+        except OSError as exc:
+            raise RnnmtError(f"cannot write {exc.filename or job.output}: {exc.strerror}") from None
+        translated += len(chunk.lines)
+        failed = checkpoint.state.failed
+        progress.update(translated, **resumed, **({"failed": f"{failed:,}"} if failed else {}))
+
+    pending: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
+    pool = ThreadPoolExecutor(job.concurrency, thread_name_prefix="rnnmt-batch")
+    try:
+        chunks = read_chunks(job.input, state.input_offset, state.next_line, state.end_line, job.chunk_lines)
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(work, chunk.lines)))
+            if len(pending) >= 2 * job.concurrency:
+                commit(*pending.popleft())
+        while pending:
+            commit(*pending.popleft())
+        checkpoint.finish()
+        progress.update(translated, force=True, **resumed)
+    except BaseException:
+        stop.set()
+        if first_error:
+            raise first_error[0] from None
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+    return translated
+
+
+def score_output(job: BatchJob, state: JobState, reference: Path) -> Scores:
+    """BLEU and chrF of the job's translations against ``reference`` (one line per input line)."""
+    try:
+        with reference.open("rb") as f:
+            references = [raw.removesuffix(b"\n").removesuffix(b"\r").decode() for raw in f]
+        with job.output.open("rb") as f:
+            hypotheses = [job.fmt.translation(raw.removesuffix(b"\n").decode()) for raw in f]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RnnmtError(f"cannot read {reference} or {job.output}: {exc}") from None
+    if len(references) != state.job["input_lines"]:
+        raise RnnmtError(
+            f"--reference {reference} has {len(references):,} lines, the input {state.job['input_lines']:,}"
+        )
+    return score(hypotheses, references[state.start_line : state.end_line])
