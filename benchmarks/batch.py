@@ -22,40 +22,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from local_server import ServerProcess
 
 from rnnmt.serving.batch_backends import Backend, Decoding, EngineBackend, GrpcBackend
 from rnnmt.serving.batch_job import BatchJob, run
 from rnnmt.serving.engine import Engine
 from rnnmt.serving.model_repository import find_packages
-
-
-class ServerProcess:
-    """`rnnmt serve` on a free loopback port, its address read from its startup log line."""
-
-    def __init__(self, model_dir: Path) -> None:
-        rnnmt = Path(sys.executable).with_name("rnnmt")
-        command = [str(rnnmt), "serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", "0"]
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            if line.startswith("{") and json.loads(line).get("message") == "serving":
-                self.address = json.loads(line)["address"]
-                break
-        else:
-            raise SystemExit(f"the server did not start (exit code {self.process.wait()})")
-        threading.Thread(target=self.process.stderr.read, daemon=True).start()  # keep the log flowing
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
 
 
 def engine_alone(package: Path, sentences: list[str], repeats: int) -> float:

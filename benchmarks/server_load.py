@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
+from local_server import ServerProcess
 
 from rnnmt.serving.engine import Engine
 from rnnmt.serving.model_repository import find_packages
@@ -77,36 +74,6 @@ def measure_engine(
     return throughput, statistics.median(single)
 
 
-class ServerProcess:
-    """`rnnmt serve` on a free loopback port, its address read from its startup log line."""
-
-    def __init__(self, model_dir: Path, batching: str, extra: list[str]) -> None:
-        rnnmt = Path(sys.executable).with_name("rnnmt")
-        command = [str(rnnmt), "serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", "0"]
-        self.process = subprocess.Popen(
-            [*command, "--batching", batching, *extra], stderr=subprocess.PIPE, text=True
-        )
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            if line.startswith("{") and json.loads(line).get("message") == "serving":
-                self.address = json.loads(line)["address"]
-                break
-        else:
-            raise SystemExit(f"the server did not start (exit code {self.process.wait()})")
-        # Drain the request log so the server never blocks on a full pipe.
-        threading.Thread(target=self.process.stderr.read, daemon=True).start()
-
-    def peak_rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
-
-
 async def load(
     address: str, sentences: list[str], clients: int, options: pb.DecodingOptions
 ) -> tuple[float, list[float]]:
@@ -132,7 +99,7 @@ async def load(
 def measure_server(
     model_dir: Path, sentences: list[str], batching: str, extra: list[str], max_output_tokens: int
 ) -> tuple[list[Row], float]:
-    server = ServerProcess(model_dir, batching, extra)
+    server = ServerProcess(model_dir, ["--batching", batching, *extra])
     options = pb.DecodingOptions(max_output_tokens=max_output_tokens)
     try:
         rows = []
