@@ -32,6 +32,7 @@ from rnnmt.scoring import score
 from rnnmt.serving.beam_search import SearchOptions
 from rnnmt.serving.translator import Translator
 from rnnmt.tokenizers.sentencepiece import EOS_ID, PAD_ID, Tokenizer, train_sentencepiece
+from rnnmt.training.allocator import keep_freed_memory
 from rnnmt.training.batching import Example, collate, make_batches
 from rnnmt.training.checkpoint import average_weights, load_checkpoint, save_checkpoint
 from rnnmt.training.config import RunConfig
@@ -110,6 +111,7 @@ class Trainer:
         self.config = config
         self.rank, self.world = _distributed()
         tc = config.train
+        keep_freed_memory()
         if tc.threads:
             torch.set_num_threads(tc.threads)
         elif self.world > 1:
