@@ -80,13 +80,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from rnnmt.training.evaluate import evaluate
+    from rnnmt.evaluation import evaluate, evaluation_record, load_translator
 
-    result = evaluate(args.checkpoint, args.source, _search_options(args), args.reference, args.output)
+    if args.record and not (args.model.is_dir() and args.reference):
+        raise RnnmtError("--record needs a model package directory and --reference")
+    options = _search_options(args)
+    result = evaluate(load_translator(args.model), args.source, options, args.reference, args.output)
     if args.output:
         print(f"hypotheses written to {args.output}")
     if result.scores:
         print(result.scores.report())
+    if args.record and result.scores:
+        from rnnmt.serving.package import record_evaluation
+
+        record = evaluation_record(args.source, len(result.hypotheses), options, result.scores)
+        record_evaluation(args.model, args.record, record)
+        print(f"recorded as evaluation {args.record!r} in {args.model}/manifest.json")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -275,11 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--restart", action="store_true", help="ignore latest.pt and start from scratch")
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="PyTorch beam search on a test set, with sacreBLEU")
-    ev.add_argument("checkpoint", type=Path)
+    ev = sub.add_parser(
+        "evaluate",
+        help="translate a test set with a checkpoint (PyTorch reference) or a package (ONNX engine); sacreBLEU",
+    )
+    ev.add_argument("model", type=Path, help="a checkpoint (.pt) or a model package directory")
     ev.add_argument("--source", type=Path, required=True)
     ev.add_argument("--reference", type=Path)
     ev.add_argument("--output", type=Path)
+    ev.add_argument("--record", metavar="NAME", help="store the scores in the package's manifest as NAME")
     _add_search_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 

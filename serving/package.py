@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+import os
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ class Manifest:
     max_input_tokens: int  # source pieces per sentence, EOS not counted
     decoding: dict[str, Any]  # default SearchOptions fields
     verification: dict[str, Any]  # the export's self-check: tolerance and measured differences
-    training: dict[str, Any]  # the checkpoint's metadata (data, steps, dev/test scores) as far as present
+    training: dict[str, Any]  # the checkpoint's metadata (data, steps, minutes, dev scores) as far as present
+    evaluation: dict[str, Any]  # scores of this package by `rnnmt evaluate --record NAME`: NAME → record
     # Every file but the manifest: name → {"sha256": hex digest, "bytes": size}.
     files: dict[str, dict[str, Any]]
 
@@ -91,6 +93,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "decoding": dict,
     "verification": dict,
     "training": dict,
+    "evaluation": dict,
     "files": dict,
 }
 
@@ -202,3 +205,15 @@ def load_package(root: Path) -> ModelPackage:
     for name, record in manifest.files.items():
         verify_file(root, name, record)
     return ModelPackage(root, manifest)
+
+
+def record_evaluation(root: Path, name: str, record: dict[str, Any]) -> Manifest:
+    """Verify the package at ``root``, then store ``record`` as its evaluation ``name`` (replacing an
+    earlier one of that name). The manifest is replaced atomically; no other file changes."""
+    package = load_package(root)
+    evaluation = {**package.manifest.evaluation, name: record}
+    manifest = replace(package.manifest, evaluation=evaluation)
+    temporary = package.root / f".{MANIFEST_FILE}.tmp"
+    temporary.write_text(manifest.to_json() + "\n", encoding="utf-8")
+    os.replace(temporary, package.root / MANIFEST_FILE)
+    return manifest

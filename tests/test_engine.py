@@ -203,8 +203,9 @@ def test_serving_does_not_import_torch(engine: Engine) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "import rnnmt.serving.onnx_backend, rnnmt.serving.package\n"
-        "from rnnmt.serving.engine import Engine, SearchOptions\n"
-        "print(Engine(Path(sys.argv[1])).translate([sys.argv[2]], SearchOptions())[0][0].text)\n"
+        "from rnnmt.evaluation import load_translator\n"
+        "from rnnmt.serving.engine import SearchOptions\n"
+        "print(load_translator(Path(sys.argv[1])).translate([sys.argv[2]], SearchOptions())[0][0].text)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     done = subprocess.run(

@@ -15,6 +15,7 @@ import torch
 from conftest import VARIANTS
 
 import rnnmt
+from rnnmt.cli import main
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.package import FORMAT, load_package
 from rnnmt.training.checkpoint import load_model
@@ -44,6 +45,7 @@ def test_export_checks_itself_and_writes_a_complete_manifest(
     assert manifest["training"]["src_lang"] == "es" and manifest["source_language"] == "es"
     assert manifest["max_input_tokens"] == 40
     assert manifest["quantization"] is None
+    assert manifest["evaluation"] == {}
     feeding = manifest["model"]["input_feeding"]
     assert manifest["decoder_state"] == ["state_h", "state_c"] + (["state_feed"] if feeding else [])
     joint = VARIANTS[request.node.callspec.params["checkpoint"]]["tokenizer"]["joint"]
@@ -89,6 +91,24 @@ def test_export_refuses_a_non_empty_target_and_unknown_quantization(checkpoint: 
 
 def copy_package(package: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(package, tmp_path / "copy"))
+
+
+def test_evaluate_records_the_package_scores_in_its_manifest(
+    checkpoint: Path, package: Path, toy_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = copy_package(package, tmp_path)
+    files = load_package(copy).manifest.files
+    data = ["--source", str(toy_data / "dev.es"), "--reference", str(toy_data / "dev.en"), "--beam-size", "3"]
+    assert main(["evaluate", str(copy), *data, "--record", "test"]) == 0
+    assert "BLEU 100.00" in capsys.readouterr().out
+    manifest = load_package(copy).manifest
+    record = manifest.evaluation["test"]
+    assert record["bleu"] == 100.0 and record["source"] == "dev.es"
+    assert record["sentences"] == len((toy_data / "dev.es").read_text().splitlines())
+    assert record["decoding"]["beam_size"] == 3 and record["bleu_signature"].startswith("nrefs:1")
+    assert manifest.files == files
+    assert main(["evaluate", str(checkpoint), *data, "--record", "test"]) == 2
+    assert "--record needs a model package" in capsys.readouterr().err
 
 
 def test_tampered_file_is_refused(package: Path, tmp_path: Path) -> None:

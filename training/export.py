@@ -301,6 +301,7 @@ def build_package(
         decoding=dataclasses.asdict(SearchOptions()),
         verification=verification,
         training=json_safe(loaded.meta),
+        evaluation={},
         files={name: file_record(root / name) for name in sorted(os.listdir(root))},
     )
     (root / MANIFEST_FILE).write_text(manifest.to_json() + "\n", encoding="utf-8")
