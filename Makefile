@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the whole suite; CI runs it).
-.PHONY: demo test lint install docker container-test
+.PHONY: demo test lint install model docker container-test
 
 install:
 	bash scripts/install.sh
@@ -11,6 +11,9 @@ test: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/pytest
+
+model: install
+	bash scripts/ship_model.sh
 
 lint: install
 	.venv/bin/ruff check .
