@@ -23,26 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnmt.evaluation import load_translator
 from rnnmt.serving.beam_search import SearchOptions
-from rnnmt.serving.translator import Translator
 
 BEAMS = (5, 1)
 
 
-def load_translator(kind: str, path: Path, max_batch_rows: int) -> Translator:
-    if kind == "pytorch":
-        from rnnmt.training.checkpoint import load_model
-        from rnnmt.training.evaluate import reference_translator
-
-        return reference_translator(load_model(path), max_batch_rows)
-    from rnnmt.serving.engine import Engine
-
-    return Engine(path, max_batch_rows=max_batch_rows)
-
-
-def worker(kind: str, path: Path, source: Path, max_batch_rows: int, out: Path) -> None:
-    """Translate ``source`` at each beam; write hypotheses, timing and target token counts as JSON."""
-    translator = load_translator(kind, path, max_batch_rows)
+def worker(path: Path, source: Path, max_batch_rows: int, out: Path) -> None:
+    """Translate ``source`` at each beam with the checkpoint or package ``path``; write hypotheses,
+    timing and target token counts as JSON."""
+    translator = load_translator(path, max_batch_rows)
     texts = source.read_text(encoding="utf-8").splitlines()
     sources = translator.tokenize(texts)
     translator.translate_ids(sources[:8], SearchOptions(beam_size=5))  # warm-up
@@ -61,10 +51,10 @@ def worker(kind: str, path: Path, source: Path, max_batch_rows: int, out: Path) 
     out.write_text(json.dumps(runs))
 
 
-def run_worker(kind: str, path: Path, args: argparse.Namespace) -> dict:
+def run_worker(path: Path, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
-        command = [sys.executable, __file__, "--worker", kind, "--worker-path", str(path)]
+        command = [sys.executable, __file__, "--worker", str(path)]
         command += [
             "--source",
             str(args.source),
@@ -141,20 +131,19 @@ def main() -> None:
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--reference", type=Path)
     parser.add_argument("--max-batch-rows", type=int, default=256)
-    parser.add_argument("--worker", choices=["pytorch", "onnx"], help=argparse.SUPPRESS)
-    parser.add_argument("--worker-path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.worker_path, args.source, args.max_batch_rows, args.out)
+        worker(args.worker, args.source, args.max_batch_rows, args.out)
         return
 
     from rnnmt.scoring import score
 
-    systems = [("PyTorch reference", "pytorch", args.checkpoint), ("ONNX fp32", "onnx", args.package)]
+    systems = [("PyTorch reference", args.checkpoint), ("ONNX fp32", args.package)]
     if args.int8_package:
-        systems.append(("ONNX int8", "onnx", args.int8_package))
-    results = {name: run_worker(kind, path, args) for name, kind, path in systems}
+        systems.append(("ONNX int8", args.int8_package))
+    results = {name: run_worker(path, args) for name, path in systems}
     refs = args.reference.read_text(encoding="utf-8").splitlines() if args.reference else None
     n = len(args.source.read_text(encoding="utf-8").splitlines())
     print(f"{n} sentences, batches of at most {args.max_batch_rows} rows\n")
@@ -162,7 +151,7 @@ def main() -> None:
     print(header + (f"{'BLEU':>7}{'chrF':>7}" if refs else ""))
     for beam in map(str, BEAMS):
         base = results["PyTorch reference"][beam]
-        for name, run in ((name, results[name][beam]) for name, _, _ in systems):
+        for name, run in ((name, results[name][beam]) for name, _ in systems):
             same = np.mean([a == b for a, b in zip(run["ids"], base["ids"], strict=True)])
             line = (
                 f"{name:<20}{beam:>5}{n / run['seconds']:>9.1f}{run['tokens'] / run['seconds']:>9.0f}"
