@@ -41,6 +41,9 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Lets constant folding turn the DequantizeLinear of int8-weights packages into float32 weights once,
+    # at load; without it they are dequantized at every call (about 1.25× slower).
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
     return options
 
 

@@ -32,7 +32,7 @@ MANIFEST_FILE = "manifest.json"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
-QUANTIZATIONS = (None, "int8")
+QUANTIZATIONS = (None, "int8", "int8-weights")
 
 ENCODER_INPUTS = ("src", "src_lengths")
 MEMORY_NAMES = ("states", "keys", "mask")
@@ -57,7 +57,9 @@ class Manifest:
     tokenizers: dict[str, str]  # "source" / "target" → file name (the same file when joint)
     decoder_state: list[str]  # encoder state outputs = decoder state inputs, in order
     opset: int
-    quantization: str | None  # None or "int8" (dynamic quantization of the decoder step)
+    quantization: (
+        str | None
+    )  # None, "int8" (dynamic, decoder step) or "int8-weights" (see training/export.py)
     max_input_tokens: int  # source pieces per sentence, EOS not counted
     decoding: dict[str, Any]  # default SearchOptions fields
     verification: dict[str, Any]  # the export's self-check: tolerance and measured differences
