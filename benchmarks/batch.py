@@ -92,8 +92,14 @@ def main() -> None:
             served = batch_job(source, Path(folder) / "server.txt", backend, 8, args.repeats)
         finally:
             server.stop()
-        if (Path(folder) / "in-process.txt").read_bytes() != (Path(folder) / "server.txt").read_bytes():
-            print("warning: the in-process and server outputs differ")
+        pairs = zip(
+            (Path(folder) / "in-process.txt").read_text(encoding="utf-8").splitlines(),
+            (Path(folder) / "server.txt").read_text(encoding="utf-8").splitlines(),
+            strict=True,
+        )
+        differ = sum(a != b for a, b in pairs)
+        if differ:  # expected with an int8 decoder: its activation scales are per batch
+            print(f"note: {differ} of {len(sentences)} lines differ between the in-process and server jobs")
 
     print(f"{len(sentences)} sentences of {args.source}, model {package}, {cores} cores, default decoding")
     print()

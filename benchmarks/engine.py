@@ -1,7 +1,7 @@
-"""Engine speed side by side: PyTorch reference beam search vs the onnxruntime engine (fp32, int8).
+"""Engine speed side by side: PyTorch reference beam search vs the onnxruntime engine (fp32, quantized).
 
     .venv/bin/python benchmarks/engine.py --checkpoint runs/bible-es-en/best.pt \\
-        --package models/bible-es-en --int8-package build/bible-es-en-int8 \\
+        --package build/fp32/bible-es-en --quantized-package models/bible-es-en \\
         --source data/bible/test.es --reference data/bible/test.en
 
 Every backend translates the same sentences in the same batches (sorted by length, ``--max-batch-rows``
@@ -25,6 +25,7 @@ import numpy as np
 
 from rnnmt.evaluation import load_translator
 from rnnmt.serving.beam_search import SearchOptions
+from rnnmt.serving.package import load_package
 
 BEAMS = (5, 1)
 
@@ -127,7 +128,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--package", type=Path)
-    parser.add_argument("--int8-package", type=Path)
+    parser.add_argument(
+        "--quantized-package",
+        type=Path,
+        action="append",
+        default=[],
+        help="repeatable; named by its quantization",
+    )
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--reference", type=Path)
     parser.add_argument("--max-batch-rows", type=int, default=256)
@@ -141,8 +148,7 @@ def main() -> None:
     from rnnmt.scoring import score
 
     systems = [("PyTorch reference", args.checkpoint), ("ONNX fp32", args.package)]
-    if args.int8_package:
-        systems.append(("ONNX int8", args.int8_package))
+    systems += [(f"ONNX {load_package(p).manifest.quantization}", p) for p in args.quantized_package]
     results = {name: run_worker(path, args) for name, path in systems}
     refs = args.reference.read_text(encoding="utf-8").splitlines() if args.reference else None
     n = len(args.source.read_text(encoding="utf-8").splitlines())
