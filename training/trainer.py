@@ -397,7 +397,12 @@ class Trainer:
 def train(config: RunConfig, resume: bool = True) -> TrainResult:
     trainer = Trainer(config, resume=resume)
     try:
-        return trainer.train()
+        result = trainer.train()
+        if trainer.world > 1:
+            # Rank 0 may still be averaging checkpoints: tearing gloo down on one rank while another
+            # still holds its connections aborted a process now and then ("terminate called ...").
+            dist.barrier()
+        return result
     finally:
         if trainer.world > 1:
             dist.destroy_process_group()
