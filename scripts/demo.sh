@@ -11,7 +11,7 @@ mkdir -p "$work"
 
 step() { printf '\n== %s\n' "$*"; }
 
-if ! ls "$model_dir"/*/manifest.json "$model_dir"/manifest.json >/dev/null 2>&1; then
+if [ ! -f "$model_dir/manifest.json" ] && ! compgen -G "$model_dir/*/manifest.json" >/dev/null; then
   echo "no model package in $model_dir/. Train and export one (or set RNNMT_MODEL_DIR to a package):"
   echo "  .venv/bin/rnnmt data bible --out data/bible && .venv/bin/rnnmt train configs/bible-es-en.yaml"
   echo "  .venv/bin/rnnmt export runs/bible-es-en/best.pt --out $model_dir/bible-es-en"
