@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,15 @@ LEXICON = {
     "el": "the", "un": "a", "perro": "dog", "gato": "cat", "niño": "boy", "come": "eats", "bebe": "drinks",
     "ve": "sees", "agua": "water", "pan": "bread", "casa": "house", "leche": "milk",
 }  # fmt: skip
+
+
+def run_without_torch(code: str, *args: str) -> str:
+    """Run ``code`` in a fresh interpreter (``sys`` imported, ``args`` in ``sys.argv[1:]``), assert it
+    succeeded without importing torch, and return its stdout."""
+    script = f"import sys\n{code}assert 'torch' not in sys.modules, 'torch was imported'\n"
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def toy_pairs() -> list[Pair]:
