@@ -19,6 +19,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -114,6 +115,21 @@ def translation_message(hypotheses: list[TextHypothesis]) -> pb.Translation:
     return pb.Translation(hypotheses=[pb.Hypothesis(text=h.text, score=h.score) for h in hypotheses])
 
 
+async def settle(tasks: set[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and return once every one of them has ended, even if this coroutine is cancelled
+    meanwhile (it then raises CancelledError at the end)."""
+    for task in tasks:
+        task.cancel()
+    interrupted = False
+    while waiting := [task for task in tasks if not task.done()]:
+        try:
+            await asyncio.wait(waiting)
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
+
+
 class TranslatorService(pb_grpc.TranslatorServicer):
     """The ``rnnmt.v1.Translator`` methods over a model repository and a batcher."""
 
@@ -147,43 +163,58 @@ class TranslatorService(pb_grpc.TranslatorServicer):
 
     async def TranslateStream(
         self, request_iterator: AsyncIterator[pb.TranslateRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.TranslateResponse]:
-        """Up to :data:`STREAM_WINDOW` requests are translated concurrently; responses keep request order."""
+    ) -> None:
+        """Up to :data:`STREAM_WINDOW` requests are translated concurrently; responses keep request order.
+
+        The call reads on one task and translates each request on a task of its own, and it does not
+        end before every one of them has ended (:func:`settle`): once gRPC finishes a call, its context
+        must not be touched, and a task still reading it crashes the process. That is also why this
+        handler writes with ``context.write`` instead of being an async generator, which gRPC would
+        leave suspended at a ``yield``, to be closed by the garbage collector after the call ended.
+        """
         loop = asyncio.get_running_loop()
         pending: asyncio.Queue[asyncio.Future[pb.TranslateResponse] | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_WINDOW)
-        current: asyncio.Future[pb.TranslateResponse] | None = None
+        tasks: set[asyncio.Future[Any]] = set()
+
+        def track(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+            tasks.add(future)
+            future.add_done_callback(forget)
+            return future
+
+        def forget(future: asyncio.Future[Any]) -> None:
+            tasks.discard(future)
+            if not future.cancelled():
+                future.exception()  # a response the call no longer waits for: its error was recorded
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
-                    await slots.acquire()
-                    pending.put_nowait(
-                        asyncio.ensure_future(
-                            self._observe("TranslateStream", request, context, self._translate)
+                async with aclosing(aiter(request_iterator)) as requests:  # type: ignore[type-var]
+                    async for request in requests:
+                        await slots.acquire()
+                        pending.put_nowait(
+                            track(
+                                asyncio.ensure_future(
+                                    self._observe("TranslateStream", request, context, self._translate)
+                                )
+                            )
                         )
-                    )
-            except Exception as exc:  # the request stream broke: end the call with the error
-                failed: asyncio.Future[pb.TranslateResponse] = loop.create_future()
+            except Exception as exc:  # the request stream broke: end the call with the error, in order
+                failed: asyncio.Future[pb.TranslateResponse] = track(loop.create_future())
                 failed.set_exception(exc)
                 pending.put_nowait(failed)
             pending.put_nowait(None)
 
-        reader = asyncio.ensure_future(read())
+        track(asyncio.ensure_future(read()))
         try:
             while (current := await pending.get()) is not None:
                 response = await current
                 slots.release()
-                yield response
+                await context.write(response)
         except ServiceError as exc:
             await context.abort(exc.code, exc.message)
         finally:
-            reader.cancel()
-            if current is not None:
-                current.cancel()
-            while not pending.empty():
-                if (task := pending.get_nowait()) is not None:
-                    task.cancel()
+            await settle(tasks)
 
     # -- one request -----------------------------------------------------------------------------------
 
@@ -197,6 +228,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         """Run ``handler``, then count, time and log the request; anything unexpected becomes INTERNAL."""
         start = time.perf_counter()
         code = grpc.StatusCode.OK
+        peer = context.peer()
         try:
             return await handler(request, context)
         except ServiceError as exc:
@@ -209,7 +241,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
-            logger.exception("request failed", extra={"fields": {"method": method, "peer": context.peer()}})
+            logger.exception("request failed", extra={"fields": {"method": method, "peer": peer}})
             raise ServiceError(code, "internal error: the server logged it") from None
         finally:
             self.metrics.record(
@@ -218,7 +250,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 time.perf_counter() - start,
                 model=getattr(request, "model", "") or self.repository.default,
                 texts=len(getattr(request, "texts", ())),
-                peer=context.peer(),
+                peer=peer,
             )
 
     def _model(self, name: str) -> ServedModel:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rnnmt.serving.engine import Engine
 from rnnmt.training.corpus import Pair, write_split
 
 LEXICON = {
@@ -122,3 +123,18 @@ def tiny_checkpoint(variant_checkpoint: Callable[[str], Path]) -> Path:
 def trained_run(tiny_checkpoint: Path) -> Path:
     """The run folder of :func:`tiny_checkpoint`."""
     return tiny_checkpoint.parent
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository holding the tiny model as ``toy``."""
+    from rnnmt.training.export import export_package
+
+    root = tmp_path_factory.mktemp("models")
+    export_package(tiny_checkpoint, root / "toy")
+    return root
+
+
+@pytest.fixture(scope="session")
+def engine(model_dir: Path) -> Engine:
+    return Engine(model_dir / "toy", threads=1)

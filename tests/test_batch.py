@@ -9,9 +9,7 @@ import io
 import json
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import run_without_torch, toy_pairs
+from servers import RNNMT, free_port
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.batch_backends import Decoding, EngineBackend, GrpcBackend, channel_target
@@ -35,7 +34,6 @@ from rnnmt.serving.config import ServerConfig
 from rnnmt.serving.server import TranslationServer
 from rnnmt.training.export import export_package
 
-RNNMT = Path(sys.executable).with_name("rnnmt")
 PAIRS = [(p.src, p.tgt) for p in toy_pairs()]
 TRANSLATION = dict(PAIRS)  # the tiny model translates the toy corpus exactly
 BAD = "perro " * 300  # 1200 pieces: over the package's 250-token limit, refused with INVALID_ARGUMENT
@@ -142,12 +140,6 @@ def test_a_job_killed_at_several_points_resumes_to_the_same_output(
     again = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert again.returncode == 3 and "already complete" in again.stdout
     assert_same_output(out, reference)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(package: Path, port: int) -> subprocess.Popen[bytes]:

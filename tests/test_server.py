@@ -7,30 +7,25 @@ worker with batches of one sentence at beam 16.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 import pytest
 from conftest import run_without_torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from servers import RNNMT, ServerThread, free_port, port_open, running, scrape, start_process
 
 from rnnmt.serving.batcher import Batcher, DeadlineExpired, Job
 from rnnmt.serving.beam_search import SearchOptions
@@ -38,89 +33,13 @@ from rnnmt.serving.client import TranslatorClient
 from rnnmt.serving.config import ServerConfig
 from rnnmt.serving.engine import Engine
 from rnnmt.serving.metrics import Metrics
-from rnnmt.serving.server import TranslationServer
-from rnnmt.training.export import export_package
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
-T = TypeVar("T")
-RNNMT = Path(sys.executable).with_name("rnnmt")
 TEXTS = ["El perro come pan.", "Un gato bebe agua.", "", "El niño ve pan.", "Un perro bebe leche."]
 EXPECTED = ["The dog eats bread.", "A cat drinks water.", "", "The boy sees bread.", "A dog drinks milk."]
 SLOW = {"beam_size": 16}  # with max_batch_rows=16: one sentence per batch
 JUNK = ["perro gato niño come bebe ve agua pan casa leche " * 2] * 50  # 50 sentences of ~8 ms each
-
-
-@pytest.fixture(scope="session")
-def model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository holding the tiny model as ``toy``."""
-    root = tmp_path_factory.mktemp("models")
-    export_package(tiny_checkpoint, root / "toy")
-    return root
-
-
-@pytest.fixture(scope="session")
-def engine(model_dir: Path) -> Engine:
-    return Engine(model_dir / "toy", threads=1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class ServerThread:
-    """A :class:`TranslationServer` on an event loop of its own thread; ``started`` resolves to its port."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = TranslationServer(config)
-        self.started = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop)
-
-    @property
-    def port(self) -> int:
-        return self.started.result(timeout=60)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.server.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < end, "timed out waiting for the server"
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self.run(self.server.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-@contextmanager
-def running(model_dir: Path, **settings: object) -> Iterator[ServerThread]:
-    config = ServerConfig(model_dir=model_dir, host="127.0.0.1", port=0, **settings)  # type: ignore[arg-type]
-    server = ServerThread(config)
-    try:
-        server.started.result(timeout=60)
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -615,32 +534,6 @@ def test_mutual_tls_and_token(model_dir: Path, certificates: Path, tmp_path: Pat
 
 
 # -- the process: startup and shutdown ----------------------------------------------------------------
-
-
-def start_process(*args: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `rnnmt serve` and return it with its address once it serves (read from its log)."""
-    process = subprocess.Popen(
-        [str(RNNMT), "serve", "--host", "127.0.0.1", "--port", "0", *args],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        ready, _, _ = select.select([process.stderr], [], [], 1.0)
-        line = process.stderr.readline() if ready else ""
-        if line.startswith("{") and json.loads(line)["message"] == "serving":
-            threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe flowing
-            return process, json.loads(line)["address"]
-        assert process.poll() is None, f"the server exited: {line}{process.stderr.read()}"
-    process.kill()
-    raise AssertionError("the server did not start")
-
-
-def scrape(port: int, name: str) -> float:
-    """A metric of the server whose metrics are on ``port`` (0 until it has a value)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)
 
 
 def test_sigterm_lets_calls_in_flight_finish(model_dir: Path) -> None:
