@@ -1,32 +1,46 @@
-"""Dynamic batching: sentences of concurrent requests share engine batches, on one worker thread per core.
+"""Dynamic batching and scheduling: sentences of concurrent requests share engine batches, and batches take
+turns on one worker thread per core, a few decoder steps at a time.
 
-A request becomes a :class:`Job`; its sentences are queued one by one in the *group* of its model and
-decoding options, so a batch only ever mixes sentences that are searched with the same settings, and
-each sentence gets exactly the result it would get alone (the engine's padding is exact). The queue is
-bounded in sentences: a job that does not fit is refused at once with :class:`QueueFull`.
+**Batching.** A request becomes a :class:`Job`; its sentences are queued, shortest first, in the *group* of
+its model and decoding options, so a batch only ever mixes sentences searched with the same settings, and
+each sentence gets exactly the result it would get alone (the engine's padding is exact, and a sentence's
+rows are computed independently of the others). The queue is bounded in sentences: a job that does not
+fit is refused at once with :class:`QueueFull`. A group is *ready* when it holds a full batch
+(``max_batch_rows`` rows: sentences × beam), when its oldest sentence has waited ``max_queue_delay``, or
+when no worker is busy: sentences wait for company only while the server is working, never on an idle
+server. With ``batching=False`` a batch holds the sentences of one job only and never waits.
+
+**Scheduling.** A batch is a :class:`~rnnmt.serving.beam_search.BeamSearch`, which can be set aside
+between decoder steps and resumed later. A worker runs its batch for ``quantum`` seconds of steps, then
+decides again what to run. A job is *light* until it has used ``heavy_after`` seconds of compute (its
+share of each batch it is in, by rows), then *heavy*. Workers run light work first come, first served
+(small requests do not slow each other down by preempting), and heavy work only when no light work
+waits, the least-served heavy job first (big requests share what small ones leave). So a big request
+delays a small one by one quantum at most, and two big requests progress together. Batches set aside
+keep their state and count as *live*; a new heavy batch starts only while fewer than ``max_live`` are
+live, which bounds memory.
+
+**Cancellation and deadlines.** Between steps, a worker drops the rows of sentences whose job was
+cancelled, failed or has passed its deadline (it then fails with :class:`DeadlineExpired`): abandoned work
+stops within one decoder step. Queued sentences of a cancelled job are dropped at once, those of an
+expired job when a batch is formed.
 
 The workers share each model's engine (a search keeps its state locally; onnxruntime releases the GIL
-while it runs, so workers compute in parallel). An idle worker serves, among the groups that are
-*ready*, the one whose oldest sentence has waited longest. A group is ready when it holds a full batch
-(``max_batch_rows`` rows: sentences × beam), when its oldest sentence has waited ``max_queue_delay``, or
-when no worker is busy: sentences wait for company only while the server is working, when more requests
-are on their way (their clients are waiting for answers), never on an idle server. Deadlines are checked when a batch is formed: an expired job fails with
-:class:`DeadlineExpired` and none of its sentences is computed. A cancelled job's queued sentences are
-removed at once. With ``batching=False`` a worker takes one whole job at a time (the engine still splits
-it into batches of ``max_batch_rows``), which is what serving the engine without a batcher does.
+while it runs, so workers compute in parallel).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.beam_search import Hypothesis, SearchOptions
+from rnnmt.serving.beam_search import BeamSearch, SearchOptions
 from rnnmt.serving.engine import Engine
 from rnnmt.serving.metrics import Metrics
 from rnnmt.serving.translator import TextHypothesis
@@ -60,10 +74,14 @@ class Job:
     sources: Sequence[Sequence[int]]
     deadline: float | None  # time.monotonic() seconds; None = none
     on_done: Callable[[Job], None]
+    order: int = 0  # arrival order
+    arrival: float = 0.0  # time.monotonic() at submission
     results: list[list[TextHypothesis]] = field(init=False)
     error: Exception | None = None
     finished: bool = False
+    reason: str = ""  # why it ended early: cancelled, deadline, failed, shutdown
     pending: int = field(init=False)
+    service: float = 0.0  # seconds of compute spent on its sentences
 
     def __post_init__(self) -> None:
         self.results = [[] for _ in self.sources]
@@ -73,16 +91,24 @@ class Job:
         return self.deadline is not None and self.deadline <= now
 
 
-@dataclass(eq=False)
-class _Item:
-    """One queued sentence: ``job.sources[index]``, queued at ``arrival``."""
-
-    job: Job
-    index: int
-    arrival: float
-
-
 GroupKey = tuple[str, SearchOptions]  # model name, decoding options
+Group = dict[Job, deque[int]]  # queued sentence indices per job, jobs in arrival order
+Priority = tuple[int, float]  # (0, arrival order) for light work, (1, seconds served) for heavy work
+
+
+@dataclass(eq=False)
+class _Run:
+    """A batch being searched: per batch index its (job, sentence index); ``search`` is None until the
+    worker that starts it encodes it; ``jobs`` are those that still have rows in it."""
+
+    key: GroupKey
+    items: list[tuple[Job, int]]
+    search: BeamSearch | None = None
+    seconds: float = 0.0
+    jobs: set[Job] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.jobs = {job for job, _ in self.items}
 
 
 class Batcher:
@@ -98,6 +124,8 @@ class Batcher:
         max_queue_delay: float = 0.002,
         max_queued: int = 4096,
         batching: bool = True,
+        quantum: float = 0.02,
+        heavy_after: float = 0.5,
     ) -> None:
         self.engines = engines
         self.metrics = metrics
@@ -105,20 +133,21 @@ class Batcher:
         self.max_queue_delay = max_queue_delay
         self.max_queued = max_queued
         self.batching = batching
-        self._groups: dict[GroupKey, deque[_Item]] = {}
+        self.quantum = quantum
+        self.heavy_after = heavy_after
+        self.max_live = 2 * workers
+        self._groups: dict[GroupKey, Group] = {}
+        self._runs: set[_Run] = set()  # live: running or parked
+        self._parked: list[_Run] = []
         self._queued = 0
+        self._order = itertools.count()
         self._closed = False
-        self._busy = 0  # workers translating a batch
+        self._busy = 0  # workers running a batch
         self._cond = threading.Condition()
         self._threads = [
             threading.Thread(target=self._work, name=f"rnnmt-worker-{w}", daemon=True) for w in range(workers)
         ]
         metrics.watch_queue(lambda: self._queued)
-
-    @property
-    def queued(self) -> int:
-        """Sentences waiting for a worker."""
-        return self._queued
 
     def start(self) -> None:
         for thread in self._threads:
@@ -133,7 +162,7 @@ class Batcher:
         on_done: Callable[[Job], None],
     ) -> Job:
         """Queue a job of checked, non-empty sources; :class:`QueueFull` or :class:`BatcherClosed` if not."""
-        job = Job(model, options, sources, deadline, on_done)
+        shortest_first = deque(sorted(range(len(sources)), key=lambda i: len(sources[i])))
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the server is shutting down")
@@ -142,27 +171,26 @@ class Batcher:
                     f"the server is busy: {self._queued} sentences are queued, {len(sources)} more would "
                     f"exceed its limit of {self.max_queued}; retry later"
                 )
-            now = time.monotonic()
-            self._groups.setdefault((model, options), deque()).extend(
-                _Item(job, i, now) for i in range(len(sources))
-            )
+            job = Job(model, options, sources, deadline, on_done, next(self._order), time.monotonic())
+            self._groups.setdefault((model, options), {})[job] = shortest_first
             self._queued += len(sources)
             self.metrics.received.labels(model).inc(len(sources))
             self._cond.notify()  # one idle worker; it wakes another if it leaves work behind
         return job
 
     def cancel(self, job: Job, reason: str = "cancelled") -> None:
-        """Forget a job: its queued sentences are dropped (counted for ``reason``), results of those in
-        progress are discarded, and it is not reported."""
+        """Forget a job: its queued sentences are dropped (counted for ``reason``), those being searched
+        leave their batch at the next step, and it is not reported."""
         with self._cond:
             self._end(job, reason)
 
     def close(self) -> None:
-        """Stop the workers after their current batch; queued jobs fail with :class:`BatcherClosed`."""
+        """Fail every job with :class:`BatcherClosed` and stop the workers (within one decoder step)."""
         error = BatcherClosed("the server shut down before the request was translated")
         with self._cond:
             self._closed = True
-            jobs = {item.job: None for group in self._groups.values() for item in group}
+            jobs = {job: None for group in self._groups.values() for job in group}
+            jobs.update((job, None) for run in self._runs for job in run.jobs)
             ended = [job for job in jobs if self._end(job, "shutdown", error)]
             self._cond.notify_all()
         self._report(ended)
@@ -174,138 +202,225 @@ class Batcher:
 
     def _end(self, job: Job, reason: str, error: Exception | None = None) -> bool:
         """Mark a job finished with ``error`` and drop its queued sentences, counted as dropped for
-        ``reason``; False if it had already finished."""
+        ``reason``; False if it had already finished. Its rows in batches leave at their next step."""
         if job.finished:
             return False
-        job.finished, job.error = True, error
+        job.finished, job.error, job.reason = True, error, reason
         key = (job.model, job.options)
-        group = self._groups.get(key, deque())
-        kept = deque(item for item in group if item.job is not job)
-        if kept:
-            self._groups[key] = kept
-        else:
-            self._groups.pop(key, None)
-        if dropped := len(group) - len(kept):
+        group = self._groups.get(key, {})
+        if job in group:
+            dropped = len(group.pop(job))
             self._queued -= dropped
             self.metrics.dropped.labels(reason).inc(dropped)
+            if not group:
+                del self._groups[key]
         return True
 
-    def _ready(self, key: GroupKey, group: deque[_Item], now: float) -> bool:
+    def _priority(self, jobs: Iterable[Job]) -> Priority:
+        """The priority of work for ``jobs``: that of its most urgent unfinished job (smallest first);
+        work left only for finished jobs comes first, to be cleared at once."""
+        return min(
+            [
+                (0, job.order) if job.service < self.heavy_after else (1, job.service)
+                for job in jobs
+                if not job.finished
+            ],
+            default=(0, -1),
+        )
+
+    def _ready(self, key: GroupKey, group: Group, now: float) -> bool:
         return (
             not self.batching
             or self._busy == 0
-            or len(group) * key[1].beam_size >= self.max_batch_rows
-            or now - group[0].arrival >= self.max_queue_delay
+            or sum(map(len, group.values())) * key[1].beam_size >= self.max_batch_rows
+            or now - next(iter(group)).arrival >= self.max_queue_delay
         )
 
-    def _next_batch(self) -> tuple[GroupKey, list[_Item], list[Job]] | None:
-        """Wait for a ready group and take a batch from it: (group, its items, jobs that expired).
+    def _choose(self, run: _Run | None, now: float) -> _Run | GroupKey | None:
+        """The most urgent of: ``run`` (going on), a parked run, a new batch of a ready group; ties go to
+        work already started, so a job's batches finish before more of them start."""
+        candidates: list[tuple[Priority, int, _Run | GroupKey]] = []
+        if run is not None:
+            candidates.append((self._priority(run.jobs), 0, run))
+        candidates.extend((self._priority(p.jobs), 1, p) for p in self._parked)
+        for key, group in self._groups.items():
+            if self._ready(key, group, now):
+                priority = self._priority(group)
+                if priority[0] == 0 or len(self._runs) < self.max_live:
+                    candidates.append((priority, 2, key))
+        return min(candidates, key=lambda c: c[:2])[2] if candidates else None
 
-        Returns None once the batcher is closed.
-        """
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                ready = [
-                    (group[0].arrival, key)
-                    for key, group in self._groups.items()
-                    if self._ready(key, group, now)
-                ]
-                if not ready:
-                    oldest = min((g[0].arrival for g in self._groups.values()), default=None)
-                    self._cond.wait(None if oldest is None else oldest + self.max_queue_delay - now)
-                    continue
-                key = min(ready, key=lambda r: r[0])[1]
-                items, expired = self._take(key, now)
-                if items or expired:
-                    self._busy += bool(items)
-                    if self._groups:
-                        self._cond.notify()
-                    return key, items, expired
-            return None
-
-    def _take(self, key: GroupKey, now: float) -> tuple[list[_Item], list[Job]]:
-        """Pop a batch from a group's head, ending the jobs whose deadline has passed instead."""
-        limit = max(1, self.max_batch_rows // key[1].beam_size) if self.batching else self.max_queued
-        items: list[_Item] = []
+    def _take(self, key: GroupKey, now: float) -> tuple[list[tuple[Job, int]], list[Job]]:
+        """A batch from a group, most urgent jobs first, ending the jobs whose deadline has passed instead."""
+        group = self._groups[key]
+        limit = max(1, self.max_batch_rows // key[1].beam_size)
+        items: list[tuple[Job, int]] = []
         expired: list[Job] = []
-        while (group := self._groups.get(key)) and len(items) < limit:
-            job = group[0].job
+        for job in sorted(group, key=lambda j: self._priority([j])):
             if job.expired(now):
                 self._end(
                     job, "deadline", DeadlineExpired("the deadline passed while the request was queued")
                 )
                 expired.append(job)
                 continue
-            while group and group[0].job is job and len(items) < limit:
-                items.append(group.popleft())
+            indices = group[job]
+            while indices and len(items) < limit:
+                items.append((job, indices.popleft()))
                 self._queued -= 1
-            if not group:
-                del self._groups[key]
-            if not self.batching:
+            if not indices:
+                del group[job]
+            if len(items) == limit or not self.batching:
                 break
+        if not group:
+            self._groups.pop(key, None)
         return items, expired
+
+    def _next(self, run: _Run | None) -> tuple[_Run | None, list[Job]]:
+        """The run a worker goes on with (``run`` itself, a parked one or a new batch; None once closed),
+        and the jobs found expired meanwhile, for the caller to report. An unfinished ``run`` is parked
+        if other work goes first."""
+        expired: list[Job] = []
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                choice = self._choose(run, now)
+                if choice is None:  # wait for work, or for a group's delay to end
+                    delays = [
+                        next(iter(g)).arrival + self.max_queue_delay - now for g in self._groups.values()
+                    ]
+                    self._cond.wait(min((d for d in delays if d > 0), default=None))
+                    continue
+                if choice is run:
+                    return run, expired
+                if run is not None:
+                    self._parked.append(run)
+                    self._busy -= 1
+                    run = None
+                    self._cond.notify()  # an idle worker may take it
+                if isinstance(choice, _Run):
+                    self._parked.remove(choice)
+                    self._busy += 1
+                    return choice, expired
+                items, late = self._take(choice, now)
+                expired.extend(late)
+                if items:
+                    fresh = _Run(choice, items)
+                    self._runs.add(fresh)
+                    self._busy += 1
+                    if self._groups:
+                        self._cond.notify()
+                    return fresh, expired
+            return None, expired
 
     # -- on a worker ---------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while (taken := self._next_batch()) is not None:
-            key, items, expired = taken
+        run: _Run | None = None
+        while True:
+            run, expired = self._next(run)
             self._report(expired)
-            if not items:
-                continue
-            try:
-                self._translate(key, items)
-            finally:
-                with self._cond:
-                    self._busy -= 1
-                    self._cond.notify()  # a partial batch waiting for company may go now
-
-    def _translate(self, key: GroupKey, items: list[_Item]) -> None:
-        """Search one batch; if it fails and mixes jobs, search each job alone so only the culprit fails."""
-        model, options = key
-        engine = self.engines[model]
-        start = time.perf_counter()
-        try:
-            found = engine.translate_ids([item.job.sources[item.index] for item in items], options)
-            texts = iter(engine.detokenize([h.tokens for hyps in found for h in hyps]))
-        except Exception as exc:
-            jobs = list({item.job: None for item in items})
-            if len(jobs) > 1:
-                for job in jobs:
-                    self._translate(key, [item for item in items if item.job is job])
+            if run is None:
                 return
-            logger.exception("translation failed", extra={"fields": {"model": model}})
-            with self._cond:
-                ended = self._end(jobs[0], "failed", exc)
-            self._report([jobs[0]] if ended else [])
+            try:
+                self._advance(run)
+            except Exception as exc:
+                self._failed(run, exc)
+                run = None
+                continue
+            assert run.search is not None
+            if run.search.done:
+                self._complete(run)
+                run = None
+
+    def _advance(self, run: _Run) -> None:
+        """Start the run if it is new, then search for a quantum, dropping abandoned rows between steps."""
+        model, options = run.key
+        start = time.perf_counter()
+        if run.search is None:
+            sources = [job.sources[index] for job, index in run.items]
+            run.search = BeamSearch(self.engines[model].backend, sources, options)
+        search = run.search
+        rows = Counter(run.items[i][0] for i in search.alive)  # each job's share of the rows
+        while True:
+            self._drop_abandoned(run)
+            if search.done:
+                break
+            search.step()
+            if time.perf_counter() - start >= self.quantum:
+                break
+        elapsed = time.perf_counter() - start
+        run.seconds += elapsed
+        total = max(1, sum(rows.values()))
+        with self._cond:
+            for job, count in rows.items():
+                job.service += elapsed * count / total
+
+    def _drop_abandoned(self, run: _Run) -> None:
+        """Drop the rows of jobs that were cancelled, failed or passed their deadline."""
+        now = time.monotonic()
+        if not any(job.finished or job.expired(now) for job in run.jobs):
             return
-        self._record(model, options, items, found, time.perf_counter() - start)
+        assert run.search is not None
+        with self._cond:
+            expired = [job for job in run.jobs if not job.finished and job.expired(now)]
+            for job in expired:
+                self._end(
+                    job, "deadline", DeadlineExpired("the deadline passed before the translation was done")
+                )
+            gone = {job for job in run.jobs if job.finished}
+            run.jobs -= gone
+            dropped = [i for i in run.search.alive if run.items[i][0] in gone]
+            for reason, count in Counter(run.items[i][0].reason for i in dropped).items():
+                self.metrics.dropped.labels(reason).inc(count)
+        self._report(expired)
+        run.search.drop(dropped)
+
+    def _complete(self, run: _Run) -> None:
+        """Hand a finished search's translations to their jobs; report the jobs that are now complete."""
+        model, options = run.key
+        assert run.search is not None
+        found = run.search.results()
+        kept = [i for i, hyps in enumerate(found) if hyps]
+        texts = iter(self.engines[model].detokenize([h.tokens for i in kept for h in found[i]]))
         done: list[Job] = []
         with self._cond:
-            for item, hyps in zip(items, found, strict=True):
-                job = item.job
-                job.results[item.index] = [TextHypothesis(next(texts), h.score) for h in hyps]
+            self._runs.discard(run)
+            self._busy -= 1
+            for i in kept:
+                job, index = run.items[i]
+                job.results[index] = [TextHypothesis(next(texts), h.score) for h in found[i]]
                 job.pending -= 1
                 if job.pending == 0 and not job.finished:
                     job.finished = True
                     done.append(job)
+            self._cond.notify()  # a partial batch waiting for company may go now
+        m = self.metrics
+        m.batch_rows.observe(len(run.items) * options.beam_size)
+        m.batch_seconds.observe(run.seconds)
+        m.sentences.labels(model).inc(len(kept))
+        m.tokens.labels(model, "source").inc(
+            sum(len(run.items[i][0].sources[run.items[i][1]]) - 1 for i in kept)
+        )
+        m.tokens.labels(model, "target").inc(sum(len(found[i][0].tokens) for i in kept))
         self._report(done)
 
-    def _record(
-        self,
-        model: str,
-        options: SearchOptions,
-        items: list[_Item],
-        found: list[list[Hypothesis]],
-        seconds: float,
-    ) -> None:
-        m = self.metrics
-        m.batch_rows.observe(len(items) * options.beam_size)
-        m.batch_seconds.observe(seconds)
-        m.sentences.labels(model).inc(len(items))
-        m.tokens.labels(model, "source").inc(sum(len(i.job.sources[i.index]) - 1 for i in items))
-        m.tokens.labels(model, "target").inc(sum(len(hyps[0].tokens) for hyps in found))
+    def _failed(self, run: _Run, exc: Exception) -> None:
+        """A search failed: if it mixed jobs, each is searched again on its own (parked), so only the
+        culprit fails; a single job fails with ``exc``."""
+        with self._cond:
+            self._runs.discard(run)
+            self._busy -= 1
+            jobs = {job: None for job, _ in run.items if not job.finished}
+            if len(jobs) > 1:
+                for job in jobs:
+                    alone = _Run(run.key, [item for item in run.items if item[0] is job])
+                    self._runs.add(alone)
+                    self._parked.append(alone)
+                self._cond.notify_all()
+                return
+            logger.exception("translation failed", exc_info=exc, extra={"fields": {"model": run.key[0]}})
+            ended = [job for job in jobs if self._end(job, "failed", exc)]
+        self._report(ended)
 
     @staticmethod
     def _report(jobs: list[Job]) -> None:

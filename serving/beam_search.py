@@ -86,80 +86,118 @@ def pad_batch(sources: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]
     return src, lengths
 
 
-def beam_search(
-    backend: DecoderBackend, sources: Sequence[Sequence[int]], options: SearchOptions
-) -> list[list[Hypothesis]]:
-    """Translate one batch. ``sources`` are source ids (EOS appended, each non-empty).
+class BeamSearch:
+    """The search of one batch, advanced one decoder step at a time, so that a scheduler can interleave
+    batches, and drop sentences (a cancelled request's) between steps without touching the others.
 
-    Returns per source its ``n_best`` hypotheses, best first.
+    ``sources`` are source ids (EOS appended, each non-empty); creating the search encodes them. Call
+    :meth:`step` until :attr:`done`, then :meth:`results`: per source its ``n_best`` hypotheses, best
+    first (none for a dropped source).
     """
-    k = options.beam_size
-    if not 1 <= options.n_best <= k:
-        raise ValueError(f"n_best must be between 1 and beam_size ({k}), not {options.n_best}")
-    n = len(sources)
-    src, lengths = pad_batch(sources)
-    memory, state = backend.encode(src, lengths)
-    expand = np.repeat(np.arange(n), k)
-    memory, state = backend.take(memory, expand), backend.take(state, expand)
 
-    alive = np.arange(n)  # original index of each sentence still searched
-    max_len = np.array([options.max_length(int(x)) for x in lengths])
-    finished: list[list[Hypothesis]] = [[] for _ in range(n)]
-    beam_scores = np.full((n, k), -np.inf, dtype=np.float32)
-    beam_scores[:, 0] = 0.0  # the first step expands one hypothesis per sentence
-    history = np.empty((n * k, 0), dtype=np.int64)
-    prev = np.full(n * k, BOS_ID, dtype=np.int64)
-    cands = k + 1
+    def __init__(self, backend: DecoderBackend, sources: Sequence[Sequence[int]], options: SearchOptions):
+        k = options.beam_size
+        if not 1 <= options.n_best <= k:
+            raise ValueError(f"n_best must be between 1 and beam_size ({k}), not {options.n_best}")
+        self.backend, self.options = backend, options
+        n = len(sources)
+        src, lengths = pad_batch(sources)
+        memory, state = backend.encode(src, lengths)
+        expand = np.repeat(np.arange(n), k)
+        self.memory, self.state = backend.take(memory, expand), backend.take(state, expand)
+        self.alive = np.arange(n)  # batch index of each sentence still searched
+        self.max_len = np.array([options.max_length(int(x)) for x in lengths])
+        self.finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+        self.beam_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        self.beam_scores[:, 0] = 0.0  # the first step expands one hypothesis per sentence
+        self.history = np.empty((n * k, 0), dtype=np.int64)  # [R,t] output ids so far
+        self.prev = np.full(n * k, BOS_ID, dtype=np.int64)  # [R] the last id of each row
+        self.t = 0
 
-    for t in range(1, int(max_len.max()) + 1):
-        rows = len(alive) * k
-        eos_bias = np.full(rows, -np.inf if t <= options.min_output_tokens else 0.0, dtype=np.float32)
-        top_scores, top_ids, state = backend.step(
-            prev, state, memory, beam_scores.reshape(-1), eos_bias, cands
+    @property
+    def done(self) -> bool:
+        return len(self.alive) == 0
+
+    @property
+    def rows(self) -> int:
+        """Rows the next step computes: sentences still searched × beam."""
+        return len(self.alive) * self.options.beam_size
+
+    def step(self) -> None:
+        """One decoder step for every sentence still searched; finished sentences leave the batch."""
+        options, k, cands = self.options, self.options.beam_size, self.options.beam_size + 1
+        self.t = t = self.t + 1
+        n = len(self.alive)
+        eos_bias = np.full(n * k, -np.inf if t <= options.min_output_tokens else 0.0, dtype=np.float32)
+        top_scores, top_ids, state = self.backend.step(
+            self.prev, self.state, self.memory, self.beam_scores.reshape(-1), eos_bias, cands
         )
 
         # Rank each sentence's K·(K+1) candidates by cumulative log-prob.
-        scores = top_scores.reshape(len(alive), k * cands)
+        scores = top_scores.reshape(n, k * cands)
         order = np.argsort(-scores, axis=1, kind="stable")
         scores = np.take_along_axis(scores, order, axis=1)
-        ids = np.take_along_axis(top_ids.reshape(len(alive), k * cands), order, axis=1)
-        src_rows = order // cands + (np.arange(len(alive)) * k)[:, None]
+        ids = np.take_along_axis(top_ids.reshape(n, k * cands), order, axis=1)
+        src_rows = order // cands + (np.arange(n) * k)[:, None]
         is_eos = ids == EOS_ID
 
+        penalty = length_penalty(t, options.length_penalty)
         for i, c in zip(*np.nonzero(is_eos[:, :k] & np.isfinite(scores[:, :k])), strict=True):
-            finished[alive[i]].append(
-                Hypothesis(
-                    history[src_rows[i, c]].tolist(),
-                    float(scores[i, c] / length_penalty(t, options.length_penalty)),
-                )
+            self.finished[self.alive[i]].append(
+                Hypothesis(self.history[src_rows[i, c]].tolist(), float(scores[i, c] / penalty))
             )
         # The best K non-EOS candidates continue (there are always at least K·K of them).
         keep = ~is_eos & (np.cumsum(~is_eos, axis=1) <= k)
-        sel = np.nonzero(keep)[1].reshape(len(alive), k)
-        beam_scores = np.take_along_axis(scores, sel, axis=1)
+        sel = np.nonzero(keep)[1].reshape(n, k)
+        self.beam_scores = np.take_along_axis(scores, sel, axis=1)
         prev_rows = np.take_along_axis(src_rows, sel, axis=1)
-        prev = np.take_along_axis(ids, sel, axis=1).reshape(-1)
-        history = np.concatenate([history[prev_rows.reshape(-1)], prev[:, None]], axis=1)
+        self.prev = np.take_along_axis(ids, sel, axis=1).reshape(-1)
+        self.history = np.concatenate([self.history[prev_rows.reshape(-1)], self.prev[:, None]], axis=1)
 
-        n_done = np.array([len(finished[a]) for a in alive])
-        at_limit = max_len[alive] <= t
+        n_done = np.array([len(self.finished[a]) for a in self.alive])
+        at_limit = self.max_len[self.alive] <= t
         for i in np.nonzero(at_limit)[0]:
-            penalty = length_penalty(t, options.length_penalty)
-            finished[alive[i]].extend(
-                Hypothesis(history[i * k + b].tolist(), float(beam_scores[i, b] / penalty)) for b in range(k)
+            self.finished[self.alive[i]].extend(
+                Hypothesis(self.history[i * k + b].tolist(), float(self.beam_scores[i, b] / penalty))
+                for b in range(k)
             )
         done = (is_eos[:, 0] & (n_done >= options.n_best)) | at_limit
-        if done.all():
-            break
-        if done.any():  # drop finished sentences: their memory rows, state rows and bookkeeping
-            keep = np.nonzero(~done)[0]
-            keep_rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
-            memory = backend.take(memory, keep_rows)
-            prev_rows, alive, beam_scores = prev_rows[keep], alive[keep], beam_scores[keep]
-            prev, history = prev[keep_rows], history[keep_rows]
-        state = backend.take(state, prev_rows.reshape(-1))
+        if done.any():  # finished sentences leave: their memory rows, state rows and bookkeeping
+            kept = np.nonzero(~done)[0]
+            prev_rows = prev_rows[kept]
+            self._keep(kept)
+        self.state = self.backend.take(state, prev_rows.reshape(-1))
 
-    return [sorted(hyps, key=lambda h: -h.score)[: options.n_best] for hyps in finished]
+    def drop(self, sources: Sequence[int]) -> None:
+        """Stop searching these batch indices (their results stay empty); the others are unaffected."""
+        dropped = np.isin(self.alive, sources)
+        for i in self.alive[dropped]:
+            self.finished[i] = []
+        if dropped.any():
+            self.state = self.backend.take(self.state, self._keep(np.nonzero(~dropped)[0]))
+
+    def _keep(self, kept: np.ndarray) -> np.ndarray:
+        """Keep the sentences at positions ``kept`` of :attr:`alive`: their memory rows and bookkeeping.
+        Returns their rows, for the caller to gather the state with."""
+        k = self.options.beam_size
+        rows = (kept[:, None] * k + np.arange(k)).reshape(-1)
+        self.memory = self.backend.take(self.memory, rows)
+        self.alive, self.beam_scores = self.alive[kept], self.beam_scores[kept]
+        self.prev, self.history = self.prev[rows], self.history[rows]
+        return rows
+
+    def results(self) -> list[list[Hypothesis]]:
+        return [sorted(hyps, key=lambda h: -h.score)[: self.options.n_best] for hyps in self.finished]
+
+
+def beam_search(
+    backend: DecoderBackend, sources: Sequence[Sequence[int]], options: SearchOptions
+) -> list[list[Hypothesis]]:
+    """Translate one batch from start to end (see :class:`BeamSearch`)."""
+    search = BeamSearch(backend, sources, options)
+    while not search.done:
+        search.step()
+    return search.results()
 
 
 def search_sorted(
