@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rnnmt import __version__
 from rnnmt.errors import RnnmtError
@@ -32,6 +33,35 @@ def _search_options(args: argparse.Namespace):  # -> SearchOptions
         max_output_tokens=args.max_output_tokens,
         max_length_ratio=args.max_length_ratio,
     )
+
+
+def _add_client_security_options(parser: argparse.ArgumentParser) -> None:
+    """The TLS / mutual TLS and bearer-token flags of a command that calls a server."""
+    parser.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    parser.add_argument("--tls-ca", type=Path, help="PEM roots to verify the server with (implies --tls)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate, for mutual TLS")
+    parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
+    parser.add_argument(
+        "--auth-token",
+        default=os.environ.get("RNNMT_AUTH_TOKEN", ""),
+        help="bearer token [env RNNMT_AUTH_TOKEN]",
+    )
+    parser.add_argument("--auth-token-file", type=Path, help="read the bearer token from this file")
+
+
+def _client_security(args: argparse.Namespace) -> dict[str, Any]:
+    """The TLS and token keyword arguments of TranslatorClient (and GrpcBackend) from those flags."""
+    try:
+        token = args.auth_token_file.read_text().strip() if args.auth_token_file else args.auth_token
+    except OSError as exc:
+        raise RnnmtError(f"--auth-token-file: {exc}") from None
+    return {
+        "tls": args.tls,
+        "ca_file": args.tls_ca,
+        "cert_file": args.tls_cert,
+        "key_file": args.tls_key,
+        "token": token,
+    }
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
@@ -134,17 +164,10 @@ def cmd_translate(args: argparse.Namespace) -> None:
         "length_penalty": args.length_penalty,
         "max_output_tokens": args.max_output_tokens,
     }
+    security = _client_security(args)
     try:
-        token = args.auth_token_file.read_text().strip() if args.auth_token_file else args.auth_token
         with TranslatorClient(
-            args.server,
-            timeout=args.timeout or None,
-            retries=args.retries,
-            tls=args.tls,
-            ca_file=args.tls_ca,
-            cert_file=args.tls_cert,
-            key_file=args.tls_key,
-            token=token,
+            args.server, timeout=args.timeout or None, retries=args.retries, **security
         ) as client:
             if args.model_info:
                 print(json_format.MessageToJson(client.model_info(args.model), indent=2))
@@ -200,7 +223,9 @@ def cmd_batch(args: argparse.Namespace) -> None:
         args.restart,
     )
     if args.server:
-        backend = GrpcBackend(args.server, args.model_name, decoding, args.timeout or None)
+        backend = GrpcBackend(
+            args.server, args.model_name, decoding, args.timeout or None, **_client_security(args)
+        )
     else:
         backend = EngineBackend(args.model, args.model_name, decoding, args.engine_threads)
     try:
@@ -233,9 +258,12 @@ def cmd_health(args: argparse.Namespace) -> None:
 
     from rnnmt.serving.client import TranslatorClient
 
+    security = _client_security(args)
     try:
-        with TranslatorClient(args.server, timeout=args.timeout, retries=0) as client:
+        with TranslatorClient(args.server, timeout=args.timeout, retries=0, **security) as client:
             status = client.health(args.service)
+    except OSError as exc:
+        raise RnnmtError(str(exc)) from None
     except grpc.RpcError as exc:
         raise RnnmtError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
     print(status)
@@ -342,16 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=300.0, help="deadline of the whole run, in seconds (0 = none)"
     )
     tl.add_argument("--retries", type=int, default=3, help="retries when the server is unavailable")
-    tl.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
-    tl.add_argument("--tls-ca", type=Path, help="PEM roots to verify the server with (implies --tls)")
-    tl.add_argument("--tls-cert", type=Path, help="PEM client certificate, for mutual TLS")
-    tl.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
-    tl.add_argument(
-        "--auth-token",
-        default=os.environ.get("RNNMT_AUTH_TOKEN", ""),
-        help="bearer token [env RNNMT_AUTH_TOKEN]",
-    )
-    tl.add_argument("--auth-token-file", type=Path, help="read the bearer token from this file")
+    _add_client_security_options(tl)
     tl.add_argument("--model-info", action="store_true", help="print the server's models as JSON and exit")
     tl.set_defaults(func=cmd_translate)
 
@@ -403,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="retries of a request on UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED (backoff from 0.5 s to 30 s)",
     )
+    _add_client_security_options(bt)  # with --server
     bt.add_argument("--shard", default="1/1", help="K/N: translate only the K-th of N equal ranges of lines")
     bt.add_argument(
         "--merge", action="store_true", help="concatenate the finished shard outputs INPUT... into --out"
@@ -415,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     hc.add_argument("--server", default=os.environ.get("RNNMT_SERVER", "localhost:50051"), help="HOST:PORT")
     hc.add_argument("--service", default="", help='service name ("" = the whole server)')
     hc.add_argument("--timeout", type=float, default=3.0)
+    _add_client_security_options(hc)  # the server asks no token for health checks
     hc.set_defaults(func=cmd_health)
 
     pl = sub.add_parser("plot", help="plot training loss and dev BLEU of a run to a PNG")

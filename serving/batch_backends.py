@@ -26,6 +26,7 @@ from typing import Protocol, TypeVar
 import grpc
 
 from rnnmt.errors import RnnmtError
+from rnnmt.serving.client import bearer_metadata, open_channel
 from rnnmt.serving.model_repository import find_packages, load_model
 from rnnmt.serving.server import ServiceError, search_options
 from rnnmt.serving.translator import TextHypothesis
@@ -138,24 +139,44 @@ def channel_target(servers: str) -> str:
 
 
 class GrpcBackend:
-    """Translate requests over one channel to ``servers``, each call with a ``timeout`` in seconds."""
+    """Translate requests over one channel to ``servers``, each call with a ``timeout`` in seconds.
 
-    def __init__(self, servers: str, model_name: str, decoding: Decoding, timeout: float) -> None:
+    ``tls``, ``ca_file``, ``cert_file``, ``key_file`` and ``token`` are those of
+    :class:`~rnnmt.serving.client.TranslatorClient`: TLS / mutual TLS and a bearer token.
+    """
+
+    def __init__(
+        self,
+        servers: str,
+        model_name: str,
+        decoding: Decoding,
+        timeout: float | None,
+        *,
+        tls: bool = False,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        token: str = "",
+    ) -> None:
         self.target = channel_target(servers)
         self.model_name = model_name
         self.decoding = decoding
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            self.target,
-            [
-                ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                # notice a restarted server within seconds, however long it was down
-                ("grpc.initial_reconnect_backoff_ms", 250),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ],
-        )
+        self._metadata = bearer_metadata(token)
+        options = [
+            ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # notice a restarted server within seconds, however long it was down
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        try:
+            self._channel = open_channel(
+                self.target, options, tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file
+            )
+        except OSError as exc:
+            raise RnnmtError(f"cannot read a TLS file: {exc}") from None
         self._stub = pb_grpc.TranslatorStub(self._channel)
 
     def open(self) -> ModelFacts:
@@ -180,7 +201,7 @@ class GrpcBackend:
 
     def _call(self, method: Callable[..., T], request: object) -> T:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ""
             if code == grpc.StatusCode.INVALID_ARGUMENT or "larger than max" in details:

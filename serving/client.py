@@ -51,6 +51,29 @@ def _read(path: Path | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
+def open_channel(
+    target: str,
+    options: Sequence[tuple[str, object]],
+    *,
+    tls: bool = False,
+    ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+) -> grpc.Channel:
+    """A TLS channel to ``target`` when ``tls`` or any of the PEM files is given (``ca_file``: roots,
+    default the system's; ``cert_file`` and ``key_file``: a client certificate for mutual TLS), else a
+    plaintext one. A PEM file that cannot be read raises :class:`OSError`."""
+    if tls or ca_file or cert_file or key_file:
+        credentials = grpc.ssl_channel_credentials(_read(ca_file), _read(key_file), _read(cert_file))
+        return grpc.secure_channel(target, credentials, options)
+    return grpc.insecure_channel(target, options)
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata carrying ``token`` (none without one)."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 class TranslatorClient:
     """A channel to one server, with deadlines, retries, optional TLS / mutual TLS and a bearer token.
 
@@ -75,18 +98,16 @@ class TranslatorClient:
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = bearer_metadata(token)
         options = [
             ("grpc.enable_retries", 1),
             ("grpc.service_config", retry_service_config(retries, backoff, max_backoff)),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
-        if tls or ca_file or cert_file or key_file:
-            credentials = grpc.ssl_channel_credentials(_read(ca_file), _read(key_file), _read(cert_file))
-            self._channel = grpc.secure_channel(target, credentials, options)
-        else:
-            self._channel = grpc.insecure_channel(target, options)
+        self._channel = open_channel(
+            target, options, tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file
+        )
         self._stub = pb_grpc.TranslatorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.beam_search import SearchOptions
 from rnnmt.serving.onnx_backend import OnnxBackend
-from rnnmt.serving.package import ModelPackage, load_package
-from rnnmt.serving.translator import Translator, validate_options
+from rnnmt.serving.package import MANIFEST_FILE, ModelPackage, load_package
+from rnnmt.serving.translator import Translator
 from rnnmt.tokenizers.sentencepiece import Tokenizer
 
 
@@ -40,7 +40,12 @@ class Engine(Translator):
         super().__init__(
             backend, src_tokenizer, tgt_tokenizer, self.manifest.max_input_tokens, max_batch_rows
         )
+        manifest_path = self.package.root / MANIFEST_FILE
         try:
-            self.default_options = validate_options(SearchOptions(**self.manifest.decoding))
+            self.default_options = SearchOptions(**self.manifest.decoding)
         except TypeError as exc:
-            raise RnnmtError(f"the manifest of {package_dir} has invalid decoding defaults: {exc}") from exc
+            raise RnnmtError(f"{manifest_path}: invalid decoding defaults: {exc}") from exc
+        try:
+            self.check_options(self.default_options)
+        except RnnmtError as exc:  # "beam_size must be ..." → "<manifest>: decoding.beam_size must be ..."
+            raise RnnmtError(f"{manifest_path}: decoding.{exc}") from exc

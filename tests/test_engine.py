@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,3 +230,23 @@ def test_serving_does_not_import_torch(engine: Engine) -> None:
         SENTENCE,
     )
     assert out.strip() == TRANSLATION
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"beam_size": 0}, "decoding.beam_size must be 1 to 16, not 0"),
+        ({"n_best": 6}, "decoding.n_best must be 1 to beam_size"),
+        ({"beam": 5}, "invalid decoding defaults: .*'beam'"),
+    ],
+)
+def test_invalid_decoding_defaults_name_the_manifest_and_the_field(
+    model_dir: Path, tmp_path: Path, change: dict[str, int], message: str
+) -> None:
+    # manifest.json holds the checksums of the other files, not its own: an edited manifest still loads
+    package = Path(shutil.copytree(model_dir / "toy", tmp_path / "toy"))
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["decoding"] |= change
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RnnmtError, match=f"^{re.escape(str(package / 'manifest.json'))}: {message}"):
+        Engine(package, threads=1)

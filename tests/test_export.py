@@ -6,13 +6,17 @@ The checkpoints are tiny models of each variant trained by `rnnmt train` on the 
 from __future__ import annotations
 
 import json
+import pickle
+import random
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import VARIANTS
+from servers import RNNMT
 
 import rnnmt
 from rnnmt.cli import main
@@ -166,3 +170,28 @@ def test_truncated_or_missing_manifest_is_refused(package: Path, tmp_path: Path)
         load_package(copy)
     with pytest.raises(RnnmtError, match="not a directory"):
         load_package(tmp_path / "nowhere")
+
+
+def test_export_of_a_corrupt_or_foreign_checkpoint_says_so_and_never_advises_unsafe_loading(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    files = {
+        "truncated.pt": tiny_checkpoint.read_bytes()[:5000],
+        "random.pt": random.Random(0).randbytes(4096),
+        "pickled-object.pt": pickle.dumps(Path("not a checkpoint"), protocol=4),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        out = tmp_path / f"{name}.package"
+        done = subprocess.run(
+            [str(RNNMT), "export", str(tmp_path / name), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"rnnmt: error: {tmp_path / name} ")
+        assert "corrupt" in done.stderr and "not an rnnmt checkpoint" in done.stderr
+        assert "weights_only" not in done.stderr
+        assert not out.exists()

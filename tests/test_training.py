@@ -172,3 +172,17 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
 def test_glibc_keeps_freed_memory_for_training() -> None:
     # Both mallopt calls must take effect on glibc, or training runs 1.3-1.4× slower (training/allocator.py).
     assert keep_freed_memory()
+
+
+def test_train_with_missing_data_names_it_and_leaves_no_run_folder(
+    toy_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = tiny_config(toy_data, tmp_path / "runs" / "run")
+    values["data"]["train"] = str(tmp_path / "nowhere" / "train")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(values))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnmt: error: data.train: ")
+    assert str(tmp_path / "nowhere" / "train.es") in err
+    assert not (tmp_path / "runs").exists()

@@ -8,6 +8,7 @@ models as byte tensors, so `rnnmt evaluate` and `rnnmt export` need nothing else
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +72,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RnnmtError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 4": noise about a file refused below anyway
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
+        # PyTorch's message advises loading with weights_only=False, which runs any code the file holds:
+        # never pass that on. The file is damaged, or was not written by rnnmt.
         raise RnnmtError(
-            f"{path} is not a readable rnnmt checkpoint (corrupt or foreign file): {exc}"
+            f"{path} is not a readable rnnmt checkpoint: the file is corrupt (truncated or damaged) or "
+            "not an rnnmt checkpoint"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RnnmtError(f"{path} is not an rnnmt checkpoint")

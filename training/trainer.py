@@ -95,6 +95,16 @@ def prepare_tokenizers(
     return Tokenizer.load(paths[0]), Tokenizer.load(paths[1])
 
 
+def read_data(config: RunConfig, split: str) -> list[Pair]:
+    """The pairs of the config's ``data.<split>`` (``train`` or ``dev``); a missing or malformed file is
+    an :class:`RnnmtError` naming the option and the file."""
+    d = config.data
+    try:
+        return read_split(config.path(getattr(d, split)), d.src_lang, d.tgt_lang)
+    except RnnmtError as exc:
+        raise RnnmtError(f"data.{split}: {exc}") from exc
+
+
 def encode_pairs(pairs: list[Pair], src_tok: Tokenizer, tgt_tok: Tokenizer, max_tokens: int) -> list[Example]:
     """Tokenized training examples; pairs longer than ``max_tokens`` pieces on either side are skipped."""
     src = src_tok.encode([p.src for p in pairs])
@@ -118,11 +128,12 @@ class Trainer:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world))
         random.seed(tc.seed)
         torch.manual_seed(tc.seed)
+        d = config.data
+        # Read the data before creating the run folder, so missing data leaves nothing behind.
+        train_pairs = read_data(config, "train")
+        self.dev = read_data(config, "dev")
         self.run_dir = config.path(config.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        d = config.data
-        train_pairs = read_split(config.path(d.train), d.src_lang, d.tgt_lang)
-        self.dev = read_split(config.path(d.dev), d.src_lang, d.tgt_lang)
         if tc.dev_max_sentences:
             self.dev = self.dev[: tc.dev_max_sentences]
         self.src_tok, self.tgt_tok = prepare_tokenizers(config, train_pairs, self.rank, self.world)
