@@ -5,6 +5,9 @@
 #   docker build -f docker/serve.Dockerfile -t rnnmt-serve:dev .
 # Run:  docker run -p 50051:50051 -v "$PWD/models:/models:ro" rnnmt-serve:dev
 # Settings are the RNNMT_* variables of `rnnmt serve --help` (RNNMT_MODEL_DIR, RNNMT_WORKERS, ...).
+# `rnnmt serve` listens on loopback by default; this image sets RNNMT_HOST and RNNMT_METRICS_HOST to
+# 0.0.0.0, the container's own interfaces, which only the ports you publish (-p) expose. The metrics
+# have no authentication: publish 9100 to the scraper only (e.g. -p 127.0.0.1:9100:9100).
 
 # Any Debian bookworm image with python3 and python3-venv; scripts/docker-base.sh builds this one.
 ARG BASE_IMAGE=rnnmt-debian:bookworm
@@ -60,6 +63,7 @@ ENV PATH=/opt/rnnmt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
     RNNMT_MODEL_DIR=/models \
     RNNMT_HOST=0.0.0.0 \
     RNNMT_PORT=50051 \
+    RNNMT_METRICS_HOST=0.0.0.0 \
     RNNMT_METRICS_PORT=9100
 USER 10001:10001
 WORKDIR /tmp

@@ -12,7 +12,9 @@
 #
 # Steps: hadolint; `docker-compose config`; build the images; `server` alone, waited for healthy;
 # `rnnmt translate` from this machine through the published port; Prometheus metrics; the `batch`
-# service on a small file (run --rm); SIGTERM and a clean exit (code 0); the trainer service (corpus,
+# service on a small file (run --rm); SIGTERM, a clean exit (code 0) and a log of JSON lines only (the
+# server listens on 0.0.0.0 inside the container: RNNMT_HOST and RNNMT_METRICS_HOST of the compose file
+# and the image, as `rnnmt serve` listens on loopback by default); the trainer service (corpus,
 # a short training, export into the models volume) and the server on that volume; the serving image
 # with the model baked in, as a plain `docker run`; two replicas behind the `lb` service, calls spread
 # over both, and `rnnmt batch` spreading its own calls over them; SIGTERM to all and a clean exit.
@@ -174,6 +176,8 @@ step "SIGTERM: docker compose stop server, then a clean exit"
 "${compose[@]}" stop --timeout 30 server
 [ "$(exit_code "$server_id")" = 0 ] || fail "server exited with $(exit_code "$server_id")"
 docker logs "$server_id" 2>&1 | grep -q '"message": "stopped"' || fail "the server did not log its graceful stop"
+docker logs "$server_id" 2>&1 | .venv/bin/python -c 'import json, sys; [json.loads(line) for line in sys.stdin]' \
+  || fail "the server logged a line that is not JSON"
 echo "server exit code 0 after SIGTERM"
 
 # -- trainer → models volume → server -----------------------------------------------------------------

@@ -24,7 +24,7 @@ class ServerConfig:
 
     model_dir: Path
     default_model: str = ""
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = 50051
     workers: int = 0
     engine_threads: int = 1
@@ -41,6 +41,8 @@ class ServerConfig:
     tls_client_ca: Path | None = None
     auth_token: str = ""
     auth_token_file: Path | None = None
+    allow_insecure_token: bool = False
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
 
     @property
@@ -72,6 +74,13 @@ class ServerConfig:
                 not (self.auth_token and self.auth_token_file),
                 "give --auth-token or --auth-token-file, not both",
             ),
+            (
+                not (self.auth_token or self.auth_token_file)
+                or self.tls_cert is not None
+                or self.allow_insecure_token,
+                "a bearer token over plaintext travels in clear: add --tls-cert and --tls-key "
+                "(or --allow-insecure-token on a network you trust)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -82,7 +91,7 @@ class ServerConfig:
 _HELP = {
     "model_dir": "a model repository (one package folder per model) or a single model package",
     "default_model": "the model of requests that name none (default: the only or first by name)",
-    "host": "address to listen on",
+    "host": "address to listen on (0.0.0.0 or :: = every interface)",
     "port": "gRPC port (0 = any free port, printed at startup)",
     "workers": "engine worker threads, sharing the models (0 = one per CPU core)",
     "engine_threads": "onnxruntime intra-op threads per worker (0 = onnxruntime's default)",
@@ -100,17 +109,33 @@ _HELP = {
     "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mutual TLS)",
     "auth_token": "require 'authorization: Bearer <token>' metadata (health checks stay open)",
     "auth_token_file": "like --auth-token, one accepted token per line",
+    "allow_insecure_token": "accept a bearer token without TLS, where it travels in clear (logged as a warning)",
+    "metrics_host": "address the metrics listen on (plain HTTP, no authentication)",
     "metrics_port": "Prometheus metrics over HTTP on this port (0 = off)",
 }
 
 
+def _boolean(text: str) -> bool:
+    """The value of a yes/no flag or variable: true/yes/on/1 or false/no/off/0 (any case)."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value in ("true", "yes", "on", "1")
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per :class:`ServerConfig` field, its default taken from the environment when set."""
+    """Add one flag per :class:`ServerConfig` field, its default taken from the environment when set.
+
+    A yes/no field is a flag that needs no value (``--allow-insecure-token``) but takes one too
+    (``--allow-insecure-token false``), like its variable (``RNNMT_ALLOW_INSECURE_TOKEN=true``).
+    """
     for f in fields(ServerConfig):
         env = "RNNMT_" + f.name.upper()
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type), Path)
+        kind = {"int": int, "float": float, "str": str, "bool": _boolean}.get(str(f.type), Path)
         shown = "hidden" if f.name == "auth_token" else "%(default)s"
         extra: dict[str, Any] = {"choices": ["on", "off"]} if f.name == "batching" else {}
+        if kind is _boolean:
+            extra.update(nargs="?", const=True, metavar="BOOL")
         if f.default is MISSING:
             extra["required"] = env not in os.environ
         parser.add_argument(

@@ -3,6 +3,8 @@
 - :class:`BearerTokenInterceptor`: UNAUTHENTICATED without ``authorization: Bearer <token>`` metadata
   holding an accepted token (compared in constant time).
 - :class:`AvailabilityInterceptor`: UNAVAILABLE while the server is loading its models or shutting down.
+- :class:`MalformedRequestInterceptor`: INVALID_ARGUMENT for a request message that does not parse
+  (gRPC itself answers UNKNOWN "Unexpected <class 'google.protobuf.message.DecodeError'>").
 
 The health service is never refused, so load balancers and Kubernetes probes work without credentials
 and see NOT_SERVING rather than an error; neither is server reflection while the server starts or drains.
@@ -11,11 +13,14 @@ and see NOT_SERVING rather than an error; neither is server reflection while the
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Iterable
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.metrics import Metrics
@@ -24,6 +29,9 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+MALFORMED = object()
+"""What the request deserializer of :class:`MalformedRequestInterceptor` returns for bytes that do not parse."""
 
 
 def read_tokens(token: str, token_file: Path | None) -> list[str]:
@@ -40,6 +48,27 @@ def read_tokens(token: str, token_file: Path | None) -> list[str]:
     return tokens
 
 
+def handler_kind(handler: grpc.RpcMethodHandler) -> str:
+    """``unary_unary``, ``unary_stream``, ``stream_unary`` or ``stream_stream``: the handler's attribute
+    holding its behavior."""
+    return ("stream" if handler.request_streaming else "unary") + (
+        "_stream" if handler.response_streaming else "_unary"
+    )
+
+
+def handler_like(
+    handler: grpc.RpcMethodHandler,
+    behavior: Behavior,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind and serializers as ``handler`` running ``behavior``."""
+    return getattr(grpc, handler_kind(handler) + "_rpc_method_handler")(
+        behavior,
+        request_deserializer=request_deserializer or handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
 def refusal(
     handler: grpc.RpcMethodHandler, method: str, code: grpc.StatusCode, message: str, metrics: Metrics
 ) -> grpc.RpcMethodHandler:
@@ -50,17 +79,7 @@ def refusal(
         metrics.record(name, code.name, 0.0, peer=context.peer())
         await context.abort(code, message)
 
-    make = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[handler.request_streaming, handler.response_streaming]
-    return make(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return handler_like(handler, refuse)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -109,3 +128,96 @@ class AvailabilityInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or reason is None or details.method.startswith((HEALTH_PREFIX, REFLECTION_PREFIX)):
             return handler
         return refusal(handler, details.method, grpc.StatusCode.UNAVAILABLE, reason, self._metrics)
+
+
+class MalformedRequest(Exception):
+    """Raised by a request stream of :class:`MalformedRequestInterceptor` at a message that does not parse."""
+
+
+class CheckedRequests:
+    """A call's request stream that raises :class:`MalformedRequest` at a message that did not parse.
+
+    A plain async iterator, not an async generator, so it never has a frame left to finalize after the
+    call; ``aclose`` closes gRPC's stream underneath.
+    """
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self._requests = aiter(requests)
+
+    def __aiter__(self) -> CheckedRequests:
+        return self
+
+    async def __anext__(self) -> Any:
+        request = await anext(self._requests)
+        if request is MALFORMED:
+            raise MalformedRequest
+        return request
+
+    async def aclose(self) -> None:
+        if isinstance(self._requests, AsyncGenerator):
+            await self._requests.aclose()
+
+
+def writing(behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]) -> Behavior:
+    """The async-generator handler ``behavior`` as a coroutine that writes its responses with
+    ``context.write`` and closes it before the call ends (gRPC would leave it to the garbage collector,
+    which may close it, touching the context, after the call ended)."""
+
+    async def write(request: Any, context: grpc.aio.ServicerContext) -> None:
+        async with aclosing(behavior(request, context)) as responses:
+            async for response in responses:
+                await context.write(response)
+
+    return write
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Answers request bytes that are not a valid message with INVALID_ARGUMENT, on every method.
+
+    Each handler's deserializer returns :data:`MALFORMED` instead of raising. A unary call with that
+    request is refused before its behavior runs; a request stream raises :class:`MalformedRequest` at it
+    (:class:`CheckedRequests`), which the wrapped behavior turns into the status after the original one
+    has ended. Either way the refusal is counted and logged as a request of its own. Behaviors must be
+    coroutines or async generators (a grpc.aio server's); a behavior reading with ``context.read()``
+    instead of its request iterator would get :data:`MALFORMED` itself.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse: Callable[[bytes], Any] = handler.request_deserializer
+        descriptor = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+        message = f"the request is not a valid {descriptor.full_name if descriptor else 'request'} message"
+        name = details.method.rsplit("/", 1)[-1]
+        original = getattr(handler, handler_kind(handler))
+        respond = writing(original) if inspect.isasyncgenfunction(original) else original
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except DecodeError:
+                return MALFORMED
+
+        async def refuse(context: grpc.aio.ServicerContext) -> None:
+            self._metrics.record(name, grpc.StatusCode.INVALID_ARGUMENT.name, 0.0, peer=context.peer())
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if request is MALFORMED:
+                await refuse(context)
+            return await respond(request, context)
+
+        async def stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            async with aclosing(CheckedRequests(requests)) as checked:
+                try:
+                    return await respond(checked, context)
+                except MalformedRequest:
+                    await refuse(context)
+
+        return handler_like(handler, stream if handler.request_streaming else unary, deserialize)

@@ -1,16 +1,27 @@
 """What a server records: Prometheus metrics and one JSON log line per request.
 
 A *request* is a unary call, one message of a TranslateStream, or a call refused before it reached its
-handler (authentication): each one is counted by method and status code, timed, and logged as one JSON
-object per line. Each server has its own registry, so several servers can live in one process.
+handler (authentication, a malformed message): each one is counted by method and status code, timed,
+and logged as one JSON object per line. Each server has its own registry, so several servers can live in
+one process.
+
+`rnnmt serve` writes nothing but JSON lines to stderr: :func:`log_json_to_stderr` sends the log records
+there, and :func:`stderr_as_json` turns whatever else writes to file descriptor 2 (gRPC's C core,
+onnxruntime, Python tracebacks) into log records too.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
+import os
+import re
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -18,6 +29,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 REQUEST_LOGGER = "rnnmt.serving.requests"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CORE_LINE = re.compile(r"([EWIF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ +([^\] ]+)\] ?(.*)")
+"""A log line of gRPC's C core (absl): ``E1202 02:50:40.269000   1234 file.cc:56] message``."""
+CORE_LEVELS = {"E": logging.ERROR, "W": logging.WARNING, "I": logging.INFO, "F": logging.CRITICAL}
 
 
 class Metrics:
@@ -115,12 +129,77 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class JsonLineHandler(logging.Handler):
+    """Writes each record as one JSON line with a single ``write`` to the file descriptor ``fd``, so
+    records stay whole lines whatever else writes to the same file."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode()
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            while data:  # one write, unless a signal interrupts it midway
+                data = data[os.write(self.fd, data) :]
+        except OSError:
+            pass  # the log stream itself is gone: there is nowhere left to report it
+
+
 def log_json_to_stderr(level: int = logging.INFO) -> None:
-    """Send rnnmt's log records to stderr as JSON lines (once per process)."""
-    logger = logging.getLogger("rnnmt")
-    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    """Send this process's log records, from ``level`` on, to stderr as JSON lines (once per process).
+
+    The handler writes to a duplicate of file descriptor 2, which :func:`stderr_as_json` leaves alone.
+    """
+    root = logging.getLogger()
+    if not any(isinstance(h, JsonLineHandler) for h in root.handlers):
+        root.addHandler(JsonLineHandler(os.dup(2)))
+    root.setLevel(level)
+
+
+@contextmanager
+def stderr_as_json() -> Iterator[None]:
+    """Make every line written to file descriptor 2 meanwhile a log record (C code's writes included).
+
+    Descriptor 2 becomes a pipe, read by a thread that logs each line: a gRPC C-core line under the
+    logger ``grpc`` at its own level, any other under ``stderr`` as a warning. Use it after
+    :func:`log_json_to_stderr`, whose records bypass descriptor 2. On exit the descriptor is restored
+    and the thread reads the pipe to its end.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    # A crash would lose what is still in the pipe: the fault handler writes its stack traces (plain
+    # text, the one exception to JSON) straight to the real stderr.
+    faulthandler.enable(file=saved, all_threads=True)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    reader = threading.Thread(target=_log_lines, args=(read_end,), name="stderr-as-json", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        faulthandler.disable()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the reader gets to its end
+        os.close(saved)
+        reader.join(timeout=5)
+
+
+def _log_lines(fd: int) -> None:
+    """Log each line read from ``fd`` (see :func:`stderr_as_json`) until the pipe ends."""
+    with open(fd, "rb") as pipe:
+        for raw in pipe:
+            line = raw.decode(errors="replace").rstrip()
+            if match := CORE_LINE.fullmatch(line):
+                level, source, message = match.groups()
+                logging.getLogger("grpc").log(
+                    CORE_LEVELS[level], message, extra={"fields": {"source": source}}
+                )
+            elif line:
+                logging.getLogger("stderr").warning(line)

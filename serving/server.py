@@ -15,8 +15,10 @@ unexpected exception becomes INTERNAL with its traceback in the log.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -31,8 +33,13 @@ from rnnmt.errors import RnnmtError
 from rnnmt.serving.batcher import Batcher, BatcherClosed, DeadlineExpired, Job, QueueFull
 from rnnmt.serving.beam_search import SearchOptions
 from rnnmt.serving.config import ServerConfig
-from rnnmt.serving.interceptors import AvailabilityInterceptor, BearerTokenInterceptor, read_tokens
-from rnnmt.serving.metrics import Metrics, log_json_to_stderr
+from rnnmt.serving.interceptors import (
+    AvailabilityInterceptor,
+    BearerTokenInterceptor,
+    MalformedRequestInterceptor,
+    read_tokens,
+)
+from rnnmt.serving.metrics import Metrics, log_json_to_stderr, stderr_as_json
 from rnnmt.serving.model_repository import ModelRepository, ServedModel, UnknownModel
 from rnnmt.serving.translator import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, TextHypothesis
 from rnnmt.v1 import translator_pb2 as pb
@@ -350,6 +357,8 @@ class TranslationServer:
         self._batcher: Batcher | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
+        """The TLS credentials, or None for plaintext; the files are checked with Python's ``ssl`` first,
+        as gRPC reports any problem with them only as "Failed to bind"."""
         c = self.config
         if c.tls_cert is None or c.tls_key is None:
             return None
@@ -358,6 +367,26 @@ class TranslationServer:
             client_ca = c.tls_client_ca.read_bytes() if c.tls_client_ca else None
         except OSError as exc:
             raise RnnmtError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
+
+        def encrypted() -> str:
+            raise RnnmtError(f"--tls-key {c.tls_key} is encrypted; gRPC needs an unencrypted key")
+
+        check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        for flag, path in (("--tls-cert", c.tls_cert), ("--tls-client-ca", c.tls_client_ca)):
+            if path is None:
+                continue
+            try:
+                check.load_verify_locations(path)
+            except ssl.SSLError as exc:
+                raise RnnmtError(f"{flag} {path} holds no PEM certificate: {exc.reason}") from exc
+        try:
+            check.load_cert_chain(c.tls_cert, c.tls_key, password=encrypted)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise RnnmtError(
+                    f"--tls-key {c.tls_key} does not match the certificate of --tls-cert {c.tls_cert}"
+                ) from exc
+            raise RnnmtError(f"--tls-key {c.tls_key} holds no usable PEM private key: {exc}") from exc
         return grpc.ssl_server_credentials([pair], client_ca, require_client_auth=client_ca is not None)
 
     async def start(self) -> int:
@@ -369,8 +398,14 @@ class TranslationServer:
         c = self.config
         tokens = read_tokens(c.auth_token, c.auth_token_file)
         credentials = self._credentials()
+        if tokens and credentials is None:
+            logger.warning(
+                "INSECURE: bearer tokens are accepted over plaintext (--allow-insecure-token): they travel "
+                "in clear, for anyone on the network to read and reuse; serve TLS with --tls-cert and --tls-key"
+            )
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            AvailabilityInterceptor(lambda: self._unavailable, self.metrics)
+            AvailabilityInterceptor(lambda: self._unavailable, self.metrics),
+            MalformedRequestInterceptor(self.metrics),
         ]
         if tokens:
             interceptors.insert(0, BearerTokenInterceptor(tokens, self.metrics))
@@ -403,19 +438,25 @@ class TranslationServer:
         self._server, self.port = server, port
         try:
             if c.metrics_port:
-                self.metrics.serve(c.host, c.metrics_port)
-            repository = await asyncio.to_thread(
-                ModelRepository.load,
-                c.model_dir,
-                c.default_model,
-                c.engine_threads,
-                c.max_batch_rows,
-            )
-        except BaseException as exc:
+                try:
+                    self.metrics.serve(c.metrics_host, c.metrics_port)
+                except OSError as exc:
+                    raise RnnmtError(
+                        f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: {exc.strerror}"
+                    ) from exc
+            try:
+                repository = await asyncio.to_thread(
+                    ModelRepository.load,
+                    c.model_dir,
+                    c.default_model,
+                    c.engine_threads,
+                    c.max_batch_rows,
+                )
+            except OSError as exc:
+                raise RnnmtError(f"cannot load the models in {c.model_dir}: {exc}") from exc
+        except BaseException:
             await server.stop(None)
             self.metrics.close()
-            if isinstance(exc, OSError):
-                raise RnnmtError(f"cannot serve metrics on port {c.metrics_port}: {exc.strerror}") from exc
             raise
         self._batcher = Batcher(
             {name: model.engine for name, model in repository.models.items()},
@@ -442,7 +483,7 @@ class TranslationServer:
                     "default_model": repository.default,
                     "workers": c.worker_count,
                     "batching": c.batching,
-                    "metrics_port": c.metrics_port or None,
+                    "metrics": f"{c.metrics_host}:{c.metrics_port}" if c.metrics_port else None,
                 }
             },
         )
@@ -475,4 +516,6 @@ async def _serve(config: ServerConfig) -> None:
 def serve(config: ServerConfig) -> None:
     """Run a server until SIGTERM or SIGINT, then shut it down gracefully (the `rnnmt serve` command)."""
     log_json_to_stderr()
-    asyncio.run(_serve(config))
+    with stderr_as_json():  # gRPC's C core logs to stderr too
+        asyncio.run(_serve(config))
+        gc.collect()  # the server's last references: gRPC shuts down (and logs it) while stderr is JSON
