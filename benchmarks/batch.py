@@ -11,7 +11,7 @@ default decoding options, it measures sentences/s of:
 - the batch job against `rnnmt serve` started as a separate process on a free loopback port with its
   default settings (one worker per core, dynamic batching), at the job's default concurrency.
 
-Both jobs run the code of `rnnmt batch` (``rnnmt.serving.batch_job.run``) with its default chunking,
+Both jobs run the code of `rnnmt batch` (``rnnmt.serving.batch.job.run``) with its default chunking,
 checkpointing every chunk; each is timed from the start of the job (counting and hashing the input,
 checking the model) to its last commit, after its backend is loaded. Every figure is the best of
 ``--repeats`` runs, so that a busy machine disturbs it less. It prints a table with each one's ratio to
@@ -29,10 +29,10 @@ from pathlib import Path
 
 from local_server import ServerProcess
 
-from rnnmt.serving.batch_backends import Backend, Decoding, EngineBackend, GrpcBackend
-from rnnmt.serving.batch_job import BatchJob, run
-from rnnmt.serving.engine import Engine
-from rnnmt.serving.model_repository import find_packages
+from rnnmt.serving.batch.backends import Backend, Decoding, EngineBackend, GrpcBackend
+from rnnmt.serving.batch.job import BatchJob, run
+from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.server.model_repository import find_packages
 
 
 def engine_alone(package: Path, sentences: list[str], repeats: int) -> float:

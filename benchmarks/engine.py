@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnmt.evaluation import load_translator
-from rnnmt.serving.beam_search import SearchOptions
-from rnnmt.serving.package import load_package
+from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.package import load_package
 
 BEAMS = (5, 1)
 
@@ -94,7 +94,7 @@ def gemm_peak_gflops(threads: int, size: int = 1536, repeat: int = 20) -> float:
 def decoder_step_gflops(package: Path, rows: int, src_len: int, repeat: int = 30) -> tuple[float, float]:
     """(achieved GFLOP/s, milliseconds) of one decoder step over ``rows`` rows and ``src_len`` source
     positions, counting the multiply-adds of the LSTM, attention, combination and output projection."""
-    from rnnmt.serving.engine import Engine
+    from rnnmt.serving.core.engine import Engine
 
     engine = Engine(package)
     cfg, vocab = engine.manifest.model, engine.manifest.target_vocab_size

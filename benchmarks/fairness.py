@@ -26,8 +26,8 @@ import grpc
 from local_server import ServerProcess
 from server_load import percentile
 
-from rnnmt.serving.engine import Engine
-from rnnmt.serving.model_repository import find_packages
+from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.server.model_repository import find_packages
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 

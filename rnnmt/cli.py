@@ -22,7 +22,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _search_options(args: argparse.Namespace):  # -> SearchOptions
-    from rnnmt.serving.beam_search import SearchOptions
+    from rnnmt.serving.core.beam_search import SearchOptions
 
     if not 1 <= args.n_best <= args.beam_size:
         raise RnnmtError(f"--n-best must be between 1 and --beam-size ({args.beam_size})")
@@ -121,7 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if result.scores:
         print(result.scores.report())
     if args.record and result.scores:
-        from rnnmt.serving.package import record_evaluation
+        from rnnmt.serving.core.package import record_evaluation
 
         record = evaluation_record(args.source, len(result.hypotheses), options, result.scores)
         record_evaluation(args.model, args.record, record)
@@ -145,8 +145,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from rnnmt.serving.config import config_from_args
-    from rnnmt.serving.server import serve
+    from rnnmt.serving.server.app import serve
+    from rnnmt.serving.server.config import config_from_args
 
     serve(config_from_args(args))
 
@@ -190,12 +190,12 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> None:
-    from rnnmt.serving.batch_backends import Decoding, EngineBackend, GrpcBackend
-    from rnnmt.serving.batch_checkpoint import errors_path
-    from rnnmt.serving.batch_chunk import RetryPolicy
-    from rnnmt.serving.batch_formats import line_format
-    from rnnmt.serving.batch_job import BatchJob, run, score_output
-    from rnnmt.serving.batch_shards import merge, parse_shard
+    from rnnmt.serving.batch.backends import Decoding, EngineBackend, GrpcBackend
+    from rnnmt.serving.batch.checkpoint import errors_path
+    from rnnmt.serving.batch.chunk import RetryPolicy
+    from rnnmt.serving.batch.formats import line_format
+    from rnnmt.serving.batch.job import BatchJob, run, score_output
+    from rnnmt.serving.batch.shards import merge, parse_shard
 
     if args.merge:
         merged = merge(args.inputs, args.out)
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-input-tokens", type=int, default=250)
     ex.set_defaults(func=cmd_export)
 
-    from rnnmt.serving.config import add_server_arguments
+    from rnnmt.serving.server.config import add_server_arguments
 
     sv = sub.add_parser(
         "serve",

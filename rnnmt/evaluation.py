@@ -14,8 +14,8 @@ from typing import Any
 
 from rnnmt.errors import RnnmtError
 from rnnmt.scoring import Scores, score
-from rnnmt.serving.beam_search import SearchOptions
-from rnnmt.serving.translator import TextHypothesis, Translator
+from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.translator import TextHypothesis, Translator
 from rnnmt.training.corpus import read_lines
 
 
@@ -28,7 +28,7 @@ class Evaluation:
 def load_translator(model: Path, max_batch_rows: int = 256) -> Translator:
     """The ONNX engine for a package directory, the PyTorch reference for a checkpoint file."""
     if model.is_dir():
-        from rnnmt.serving.engine import Engine
+        from rnnmt.serving.core.engine import Engine
 
         return Engine(model, max_batch_rows=max_batch_rows)
     from rnnmt.training.checkpoint import load_model

@@ -1,1 +1,2 @@
-"""Inference without torch: model packages, the onnxruntime beam-search engine, the gRPC server."""
+"""Inference without torch: the core (``core``), the gRPC server (``server``), its client (``client``)
+and batch jobs (``batch``)."""

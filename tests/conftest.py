@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rnnmt.serving.engine import Engine
+from rnnmt.serving.core.engine import Engine
 from rnnmt.training.corpus import Pair, write_split
 
 LEXICON = {

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rnnmt.serving.config import ServerConfig
-from rnnmt.serving.server import TranslationServer
+from rnnmt.serving.server.app import TranslationServer
+from rnnmt.serving.server.config import ServerConfig
 
 T = TypeVar("T")
 RNNMT = Path(sys.executable).with_name("rnnmt")

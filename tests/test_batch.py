@@ -23,15 +23,15 @@ from conftest import run_without_torch, toy_pairs
 from servers import RNNMT, free_port
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batch_backends import Decoding, EngineBackend, GrpcBackend, channel_target
-from rnnmt.serving.batch_checkpoint import errors_path, progress_path, read_state
-from rnnmt.serving.batch_chunk import RetryPolicy
-from rnnmt.serving.batch_formats import LineFormat
-from rnnmt.serving.batch_job import BatchJob, BatchResult, run
-from rnnmt.serving.batch_shards import merge
+from rnnmt.serving.batch.backends import Decoding, EngineBackend, GrpcBackend, channel_target
+from rnnmt.serving.batch.checkpoint import errors_path, progress_path, read_state
+from rnnmt.serving.batch.chunk import RetryPolicy
+from rnnmt.serving.batch.formats import LineFormat
+from rnnmt.serving.batch.job import BatchJob, BatchResult, run
+from rnnmt.serving.batch.shards import merge
 from rnnmt.serving.client import TranslatorClient
-from rnnmt.serving.config import ServerConfig
-from rnnmt.serving.server import TranslationServer
+from rnnmt.serving.server.app import TranslationServer
+from rnnmt.serving.server.config import ServerConfig
 from rnnmt.training.export import export_package
 
 PAIRS = [(p.src, p.tgt) for p in toy_pairs()]
@@ -382,7 +382,7 @@ def test_a_ray_job_gives_what_the_in_process_job_gives(
     engine: EngineBackend, package: Path, tmp_path: Path
 ) -> None:
     ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
-    from rnnmt.serving.batch_ray import translate_files
+    from rnnmt.serving.batch.ray import translate_files
 
     inputs = [write_lines(tmp_path / "a.es", corpus(3)[0]), write_lines(tmp_path / "b.es", corpus(1)[0])]
     write_lines(tmp_path / "empty.es", [])
@@ -406,7 +406,7 @@ def test_a_ray_job_gives_what_the_in_process_job_gives(
 
 def test_batch_does_not_import_torch() -> None:
     run_without_torch(
-        "import rnnmt.serving.batch_job, rnnmt.serving.batch_backends, rnnmt.serving.batch_shards\n"
+        "import rnnmt.serving.batch.job, rnnmt.serving.batch.backends, rnnmt.serving.batch.shards\n"
         "from rnnmt.cli import build_parser\n"
         "build_parser().parse_args(['batch', 'in.txt', '--out', 'out.txt', '--model', 'm'])\n"
     )

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from rnnmt.serving.batcher import Batcher, BatcherClosed, DeadlineExpired, Job
-from rnnmt.serving.beam_search import SearchOptions
-from rnnmt.serving.engine import Engine
-from rnnmt.serving.metrics import Metrics
+from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, Job
+from rnnmt.serving.server.metrics import Metrics
 
 LONG = ["perro gato niño come bebe ve agua pan casa leche " * 2] * 20  # a batch of many decoder steps
 WIDE = SearchOptions(beam_size=16, max_output_tokens=200)

@@ -12,9 +12,9 @@ import pytest
 from conftest import VARIANTS, run_without_torch, toy_pairs
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.beam_search import Hypothesis, SearchOptions, beam_search
-from rnnmt.serving.engine import Engine
-from rnnmt.serving.translator import TextHypothesis, validate_options
+from rnnmt.serving.core.beam_search import Hypothesis, SearchOptions, beam_search
+from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.translator import TextHypothesis, validate_options
 from rnnmt.tokenizers.sentencepiece import UNK_ID
 from rnnmt.training.checkpoint import load_model
 from rnnmt.training.export import export_package
@@ -222,9 +222,9 @@ def test_int8_weights_package_is_smaller_and_independent_of_batching(
 def test_serving_does_not_import_torch(engine: Engine) -> None:
     out = run_without_torch(
         "from pathlib import Path\n"
-        "import rnnmt.serving.onnx_backend, rnnmt.serving.package\n"
+        "import rnnmt.serving.core.onnx_backend, rnnmt.serving.core.package\n"
         "from rnnmt.evaluation import load_translator\n"
-        "from rnnmt.serving.engine import SearchOptions\n"
+        "from rnnmt.serving.core.engine import SearchOptions\n"
         "print(load_translator(Path(sys.argv[1])).translate([sys.argv[2]], SearchOptions())[0][0].text)\n",
         str(engine.package.root),
         SENTENCE,

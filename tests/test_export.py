@@ -21,7 +21,7 @@ from servers import RNNMT
 import rnnmt
 from rnnmt.cli import main
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.package import FORMAT, load_package
+from rnnmt.serving.core.package import FORMAT, load_package
 from rnnmt.training.checkpoint import load_model
 from rnnmt.training.export import TOLERANCE, export_package, json_safe, measure_graphs, quantize_decoder
 

@@ -27,12 +27,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from servers import RNNMT, ServerThread, free_port, port_open, running, scrape, start_process
 
-from rnnmt.serving.batcher import Batcher, DeadlineExpired, Job
-from rnnmt.serving.beam_search import SearchOptions
 from rnnmt.serving.client import TranslatorClient
-from rnnmt.serving.config import ServerConfig
-from rnnmt.serving.engine import Engine
-from rnnmt.serving.metrics import Metrics
+from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.server.batcher import Batcher, DeadlineExpired, Job
+from rnnmt.serving.server.config import ServerConfig
+from rnnmt.serving.server.metrics import Metrics
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -463,7 +463,7 @@ def test_health_command_exits_zero_only_when_serving(server: ServerThread) -> No
 
 def test_serving_and_the_client_do_not_import_torch() -> None:
     run_without_torch(
-        "import rnnmt.serving.server, rnnmt.serving.client, rnnmt.serving.batcher\n"
+        "import rnnmt.serving.server.app, rnnmt.serving.client, rnnmt.serving.server.batcher\n"
         "from rnnmt.cli import build_parser\n"
         "build_parser().parse_args(['serve', '--model-dir', 'x'])\n"
     )
@@ -565,7 +565,7 @@ def test_startup_fails_fast_on_a_bad_package(model_dir: Path, tmp_path: Path, da
 def test_environment_variables_configure_serve() -> None:
     script = (
         "from rnnmt.cli import build_parser\n"
-        "from rnnmt.serving.config import config_from_args\n"
+        "from rnnmt.serving.server.config import config_from_args\n"
         "c = config_from_args(build_parser().parse_args(['serve', '--workers', '3']))\n"
         "print(c.model_dir, c.port, c.workers, c.batching, c.max_queue_delay_ms)\n"
     )

@@ -23,7 +23,7 @@ from test_server import rpc_error
 from rnnmt.cli import build_parser
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.client import TranslatorClient
-from rnnmt.serving.config import ServerConfig, config_from_args
+from rnnmt.serving.server.config import ServerConfig, config_from_args
 from rnnmt.v1 import translator_pb2 as pb
 
 MALFORMED = b"\xff\xff\xff\xff"  # a field number 0 and a truncated varint: no protobuf message
@@ -134,7 +134,7 @@ def test_a_token_over_plaintext_is_refused_at_startup(how: str) -> None:
 def test_allow_insecure_token_serves_with_a_warning_and_checks_the_token_first(
     model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("WARNING", logger="rnnmt.serving.server")
+    caplog.set_level("WARNING", logger="rnnmt.serving.server.app")
     with running(model_dir, workers=1, auth_token="secret", allow_insecure_token=True) as s:
         (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
         assert warning.getMessage().startswith("INSECURE: bearer tokens are accepted over plaintext")

@@ -3,7 +3,7 @@ engine is checked against (`rnnmt evaluate CHECKPOINT`)."""
 
 from __future__ import annotations
 
-from rnnmt.serving.translator import Translator
+from rnnmt.serving.core.translator import Translator
 from rnnmt.training.allocator import keep_freed_memory
 from rnnmt.training.checkpoint import LoadedModel
 from rnnmt.training.torch_backend import TorchBackend

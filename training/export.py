@@ -3,7 +3,7 @@
 Both graphs are traced with the TorchScript exporter, which turns the packed bidirectional GRU into
 ONNX GRU ops with a sequence-length input, so padding is handled exactly as in PyTorch. The decoder
 graph is one step of :meth:`Seq2Seq.step` followed by log-softmax, the EOS bias, the beam score and
-TopK, so only ``R×k`` numbers per step leave onnxruntime (see :mod:`rnnmt.serving.beam_search`).
+TopK, so only ``R×k`` numbers per step leave onnxruntime (see :mod:`rnnmt.serving.core.beam_search`).
 
 Every export checks itself: PyTorch and onnxruntime run the same padded sample batch through the
 encoder and a few decoder steps, and the export fails if any output differs by more than
@@ -41,8 +41,8 @@ from torch import Tensor, nn
 
 import rnnmt
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.beam_search import SearchOptions
-from rnnmt.serving.package import (
+from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.package import (
     DECODER_FILE,
     ENCODER_FILE,
     ENCODER_INPUTS,
@@ -240,7 +240,7 @@ def quantize_decoder(decoder_path: Path) -> None:
 def quantize_weights(graph_path: Path, min_elements: int = 1024) -> None:
     """Store every float initializer of at least two dimensions and ``min_elements`` elements as int8
     with one symmetric scale per tensor, followed by a DequantizeLinear node that gives back the
-    original name. Computation stays float32 (:mod:`rnnmt.serving.onnx_backend` lets onnxruntime fold
+    original name. Computation stays float32 (:mod:`rnnmt.serving.core.onnx_backend` lets onnxruntime fold
     the dequantization into constants at load)."""
     model = onnx.load(str(graph_path))
     graph = model.graph

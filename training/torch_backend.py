@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnmt.serving.beam_search import Arrays
+from rnnmt.serving.core.beam_search import Arrays
 from rnnmt.tokenizers.sentencepiece import EOS_ID
 from rnnmt.training.model import DecoderState, Seq2Seq
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.translator import TextHypothesis
+from rnnmt.serving.core.translator import TextHypothesis
 
 FORMATS = ("plain", "tsv", "jsonl")
 FLAT = str.maketrans({"\t": " ", "\n": " ", "\r": " "})

@@ -1,7 +1,7 @@
 """`rnnmt serve`: the gRPC translation server (``rnnmt.v1.Translator``, health, reflection, metrics).
 
 The server runs on asyncio (grpc.aio): the event loop parses, validates and tokenizes requests, then
-hands their sentences to the :class:`~rnnmt.serving.batcher.Batcher`, whose worker threads translate
+hands their sentences to the :class:`~rnnmt.serving.server.batcher.Batcher`, whose worker threads translate
 them in shared batches and wake the waiting call. No thread is held by a waiting call, so thousands of
 concurrent calls cost memory for their sentences only, which the batcher's queue bounds.
 
@@ -30,18 +30,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batcher import Batcher, BatcherClosed, DeadlineExpired, Job, QueueFull
-from rnnmt.serving.beam_search import SearchOptions
-from rnnmt.serving.config import ServerConfig
-from rnnmt.serving.interceptors import (
+from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.translator import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, TextHypothesis
+from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, Job, QueueFull
+from rnnmt.serving.server.config import ServerConfig
+from rnnmt.serving.server.interceptors import (
     AvailabilityInterceptor,
     BearerTokenInterceptor,
     MalformedRequestInterceptor,
     read_tokens,
 )
-from rnnmt.serving.metrics import Metrics, log_json_to_stderr, stderr_as_json
-from rnnmt.serving.model_repository import ModelRepository, ServedModel, UnknownModel
-from rnnmt.serving.translator import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, TextHypothesis
+from rnnmt.serving.server.metrics import Metrics, log_json_to_stderr, stderr_as_json
+from rnnmt.serving.server.model_repository import ModelRepository, ServedModel, UnknownModel
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 

@@ -4,7 +4,7 @@ the in-process engine in ``map_batches`` (a callable class: one engine per worke
 ::
 
     import ray
-    from rnnmt.serving.batch_ray import translate_files
+    from rnnmt.serving.batch.ray import translate_files
 
     ray.init()  # a local cluster; on a cluster: ray.init(address="auto"), or `ray job submit`
     translate_files([Path("a.es"), Path("b.es")], Path("out"), Path("models/toy"), workers=4)
@@ -38,11 +38,11 @@ import ray.data
 from ray.data.datasource import FileBasedDatasource
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batch_backends import Decoding, EngineBackend
-from rnnmt.serving.batch_checkpoint import errors_path
-from rnnmt.serving.batch_chunk import RetryPolicy, translate_chunk
-from rnnmt.serving.batch_formats import LineFormat
-from rnnmt.serving.batch_job import BLOCK_BYTES, scan
+from rnnmt.serving.batch.backends import Decoding, EngineBackend
+from rnnmt.serving.batch.checkpoint import errors_path
+from rnnmt.serving.batch.chunk import RetryPolicy, translate_chunk
+from rnnmt.serving.batch.formats import LineFormat
+from rnnmt.serving.batch.job import BLOCK_BYTES, scan
 
 
 class LineDatasource(FileBasedDatasource):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batch_backends import Backend, Rejected, Transient
-from rnnmt.serving.batch_formats import LineError, LineFormat
-from rnnmt.serving.translator import TextHypothesis
+from rnnmt.serving.batch.backends import Backend, Rejected, Transient
+from rnnmt.serving.batch.formats import LineError, LineFormat
+from rnnmt.serving.core.translator import TextHypothesis
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ fit is refused at once with :class:`QueueFull`. A group is *ready* when it holds
 when no worker is busy: sentences wait for company only while the server is working, never on an idle
 server. With ``batching=False`` a batch holds the sentences of one job only and never waits.
 
-**Scheduling.** A batch is a :class:`~rnnmt.serving.beam_search.BeamSearch`, which can be set aside
+**Scheduling.** A batch is a :class:`~rnnmt.serving.core.beam_search.BeamSearch`, which can be set aside
 between decoder steps and resumed later. A worker runs its batch for ``quantum`` seconds of steps, then
 decides again what to run. A job is *light* until it has used ``heavy_after`` seconds of compute (its
 share of each batch it is in, by rows), then *heavy*. Workers run light work first come, first served
@@ -40,10 +40,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.beam_search import BeamSearch, SearchOptions
-from rnnmt.serving.engine import Engine
-from rnnmt.serving.metrics import Metrics
-from rnnmt.serving.translator import TextHypothesis
+from rnnmt.serving.core.beam_search import BeamSearch, SearchOptions
+from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.translator import TextHypothesis
+from rnnmt.serving.server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

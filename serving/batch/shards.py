@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batch_checkpoint import JobState, differences, errors_path, progress_path, read_state
+from rnnmt.serving.batch.checkpoint import JobState, differences, errors_path, progress_path, read_state
 
 
 def parse_shard(text: str) -> tuple[int, int]:

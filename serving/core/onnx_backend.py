@@ -15,8 +15,8 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.beam_search import Arrays
-from rnnmt.serving.package import (
+from rnnmt.serving.core.beam_search import Arrays
+from rnnmt.serving.core.package import (
     ENCODER_INPUTS,
     MEMORY_NAMES,
     NEXT_PREFIX,
@@ -62,7 +62,7 @@ def check_names(path: Path, kind: str, actual: Sequence[str], expected: Sequence
 
 
 class OnnxBackend:
-    """:class:`~rnnmt.serving.beam_search.DecoderBackend` over ``encoder.onnx`` and ``decoder.onnx``."""
+    """:class:`~rnnmt.serving.core.beam_search.DecoderBackend` over ``encoder.onnx`` and ``decoder.onnx``."""
 
     def __init__(self, encoder: Path, decoder: Path, state_names: Sequence[str], threads: int = 0) -> None:
         self.encoder = open_session(encoder, threads)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.beam_search import DecoderBackend, Hypothesis, SearchOptions, search_sorted
+from rnnmt.serving.core.beam_search import DecoderBackend, Hypothesis, SearchOptions, search_sorted
 from rnnmt.tokenizers.sentencepiece import EOS_ID, Tokenizer
 
 MAX_BEAM_SIZE = 16

@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.metrics import Metrics
+from rnnmt.serving.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."

@@ -27,9 +27,9 @@ import grpc
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.client import bearer_metadata, open_channel
-from rnnmt.serving.model_repository import find_packages, load_model
-from rnnmt.serving.server import ServiceError, search_options
-from rnnmt.serving.translator import TextHypothesis
+from rnnmt.serving.core.translator import TextHypothesis
+from rnnmt.serving.server.app import ServiceError, search_options
+from rnnmt.serving.server.model_repository import find_packages, load_model
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 

@@ -2,7 +2,7 @@
 resumable and exactly-once, with a progress bar.
 
 First one pass over the input counts its lines (the progress bar's total) and hashes it (the job's
-identity in its checkpoint, :mod:`~rnnmt.serving.batch_checkpoint`). The job then resumes from its
+identity in its checkpoint, :mod:`~rnnmt.serving.batch.checkpoint`). The job then resumes from its
 checkpoint, or starts, and reads the input from the recorded byte offset, ``chunk_lines`` lines at a
 time. Up to ``concurrency`` chunks are translated at once on threads, so a server's dynamic batching gets
 sentences of several requests to batch together (in-process, onnxruntime runs them in parallel); at most
@@ -28,11 +28,11 @@ from typing import TextIO
 from rnnmt.errors import RnnmtError
 from rnnmt.progress import Progress
 from rnnmt.scoring import Scores, score
-from rnnmt.serving.batch_backends import Backend, Decoding
-from rnnmt.serving.batch_checkpoint import Checkpoint, JobState
-from rnnmt.serving.batch_chunk import ChunkResult, RetryPolicy, translate_chunk
-from rnnmt.serving.batch_formats import LineFormat
-from rnnmt.serving.batch_shards import shard_range
+from rnnmt.serving.batch.backends import Backend, Decoding
+from rnnmt.serving.batch.checkpoint import Checkpoint, JobState
+from rnnmt.serving.batch.chunk import ChunkResult, RetryPolicy, translate_chunk
+from rnnmt.serving.batch.formats import LineFormat
+from rnnmt.serving.batch.shards import shard_range
 
 BLOCK_BYTES = 1 << 20
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.beam_search import SearchOptions
-from rnnmt.serving.engine import Engine
-from rnnmt.serving.package import MANIFEST_FILE, Manifest
+from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.package import MANIFEST_FILE, Manifest
 
 WARM_UP_TEXT = "warm up"
 

@@ -1,0 +1,2 @@
+"""`rnnmt serve`: the gRPC server, an adapter around the inference core (batching and scheduling,
+models, interceptors, metrics, settings)."""
