@@ -29,9 +29,10 @@ from pathlib import Path
 
 from local_server import ServerProcess
 
-from rnnmt.serving.batch.backends import Backend, Decoding, EngineBackend, GrpcBackend
+from rnnmt.serving.batch.backends import Backend, EngineBackend, GrpcBackend
 from rnnmt.serving.batch.job import BatchJob, run
 from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.options import Decoding
 from rnnmt.serving.server.model_repository import find_packages
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnmt.evaluation import load_translator
-from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import load_package
 
 BEAMS = (5, 1)

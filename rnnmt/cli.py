@@ -22,7 +22,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _search_options(args: argparse.Namespace):  # -> SearchOptions
-    from rnnmt.serving.core.beam_search import SearchOptions
+    from rnnmt.serving.core.options import SearchOptions
 
     if not 1 <= args.n_best <= args.beam_size:
         raise RnnmtError(f"--n-best must be between 1 and --beam-size ({args.beam_size})")
@@ -190,12 +190,13 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> None:
-    from rnnmt.serving.batch.backends import Decoding, EngineBackend, GrpcBackend
+    from rnnmt.serving.batch.backends import EngineBackend, GrpcBackend
     from rnnmt.serving.batch.checkpoint import errors_path
     from rnnmt.serving.batch.chunk import RetryPolicy
     from rnnmt.serving.batch.formats import line_format
     from rnnmt.serving.batch.job import BatchJob, run, score_output
     from rnnmt.serving.batch.shards import merge, parse_shard
+    from rnnmt.serving.core.options import Decoding
 
     if args.merge:
         merged = merge(args.inputs, args.out)

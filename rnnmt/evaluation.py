@@ -14,7 +14,7 @@ from typing import Any
 
 from rnnmt.errors import RnnmtError
 from rnnmt.scoring import Scores, score
-from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.translator import TextHypothesis, Translator
 from rnnmt.training.corpus import read_lines
 

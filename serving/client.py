@@ -24,6 +24,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rnnmt.serving.core.options import Decoding
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -67,6 +68,16 @@ def open_channel(
         credentials = grpc.ssl_channel_credentials(_read(ca_file), _read(key_file), _read(cert_file))
         return grpc.secure_channel(target, credentials, options)
     return grpc.insecure_channel(target, options)
+
+
+def decoding_message(decoding: Decoding) -> pb.DecodingOptions:
+    """The DecodingOptions of a request (0 / absent take the model's defaults)."""
+    return pb.DecodingOptions(
+        beam_size=decoding.beam_size,
+        n_best=decoding.n_best,
+        length_penalty=decoding.length_penalty,
+        max_output_tokens=decoding.max_output_tokens,
+    )
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
@@ -135,12 +146,7 @@ class TranslatorClient:
         max_output_tokens: int = 0,
     ) -> pb.TranslateRequest:
         """A TranslateRequest; 0 / None options take the model's defaults."""
-        options = pb.DecodingOptions(
-            beam_size=beam_size,
-            n_best=n_best,
-            length_penalty=length_penalty,
-            max_output_tokens=max_output_tokens,
-        )
+        options = decoding_message(Decoding(beam_size, n_best, length_penalty, max_output_tokens))
         return pb.TranslateRequest(texts=list(texts), model=model, options=options)
 
     def translate(

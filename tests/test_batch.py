@@ -23,13 +23,14 @@ from conftest import run_without_torch, toy_pairs
 from servers import RNNMT, free_port
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batch.backends import Decoding, EngineBackend, GrpcBackend, channel_target
+from rnnmt.serving.batch.backends import EngineBackend, GrpcBackend, channel_target
 from rnnmt.serving.batch.checkpoint import errors_path, progress_path, read_state
 from rnnmt.serving.batch.chunk import RetryPolicy
 from rnnmt.serving.batch.formats import LineFormat
 from rnnmt.serving.batch.job import BatchJob, BatchResult, run
 from rnnmt.serving.batch.shards import merge
 from rnnmt.serving.client import TranslatorClient
+from rnnmt.serving.core.options import Decoding
 from rnnmt.serving.server.app import TranslationServer
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.training.export import export_package

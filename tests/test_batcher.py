@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from rnnmt.serving.core.beam_search import SearchOptions
 from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, Job
 from rnnmt.serving.server.metrics import Metrics
 

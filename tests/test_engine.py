@@ -12,9 +12,10 @@ import pytest
 from conftest import VARIANTS, run_without_torch, toy_pairs
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.beam_search import Hypothesis, SearchOptions, beam_search
+from rnnmt.serving.core.beam_search import Hypothesis, beam_search
 from rnnmt.serving.core.engine import Engine
-from rnnmt.serving.core.translator import TextHypothesis, validate_options
+from rnnmt.serving.core.options import SearchOptions
+from rnnmt.serving.core.translator import TextHypothesis
 from rnnmt.tokenizers.sentencepiece import UNK_ID
 from rnnmt.training.checkpoint import load_model
 from rnnmt.training.export import export_package
@@ -178,7 +179,7 @@ def test_n_best_equal_to_beam(engine: Engine) -> None:
 def test_invalid_options_name_the_field(engine: Engine, change: dict[str, float], field: str) -> None:
     options = SearchOptions(**change)  # type: ignore[arg-type]
     with pytest.raises(RnnmtError, match=f"^{field} must be"):
-        validate_options(options)
+        options.check()
     with pytest.raises(RnnmtError, match=f"^{field} must be"):
         engine.translate([SENTENCE], options)
 

@@ -28,8 +28,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from servers import RNNMT, ServerThread, free_port, port_open, running, scrape, start_process
 
 from rnnmt.serving.client import TranslatorClient
-from rnnmt.serving.core.beam_search import SearchOptions
 from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.server.batcher import Batcher, DeadlineExpired, Job
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.metrics import Metrics

@@ -16,7 +16,7 @@ from conftest import tiny_config, toy_pairs
 from rnnmt.cli import main
 from rnnmt.errors import RnnmtError
 from rnnmt.evaluation import evaluate, load_translator
-from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.training.allocator import keep_freed_memory
 from rnnmt.training.checkpoint import load_model
 from rnnmt.training.config import config_from_dict, load_config

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 import rnnmt
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import (
     DECODER_FILE,
     ENCODER_FILE,

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from rnnmt.errors import RnnmtError
 from rnnmt.progress import Progress
 from rnnmt.scoring import score
-from rnnmt.serving.core.beam_search import SearchOptions
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.translator import Translator
 from rnnmt.tokenizers.sentencepiece import EOS_ID, PAD_ID, Tokenizer, train_sentencepiece
 from rnnmt.training.allocator import keep_freed_memory

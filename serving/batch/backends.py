@@ -26,9 +26,9 @@ from typing import Protocol, TypeVar
 import grpc
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.client import bearer_metadata, open_channel
+from rnnmt.serving.client import bearer_metadata, decoding_message, open_channel
+from rnnmt.serving.core.options import Decoding
 from rnnmt.serving.core.translator import TextHypothesis
-from rnnmt.serving.server.app import ServiceError, search_options
 from rnnmt.serving.server.model_repository import find_packages, load_model
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
@@ -49,24 +49,6 @@ class Transient(Exception):
 
 class Rejected(Exception):
     """The texts were refused for what they are; the message says why (e.g. too many tokens)."""
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """Decoding options as in a TranslateRequest: 0 / ``None`` take the model's defaults."""
-
-    beam_size: int = 0
-    n_best: int = 0
-    length_penalty: float | None = None
-    max_output_tokens: int = 0
-
-    def message(self) -> pb.DecodingOptions:
-        return pb.DecodingOptions(
-            beam_size=self.beam_size,
-            n_best=self.n_best,
-            length_penalty=self.length_penalty,
-            max_output_tokens=self.max_output_tokens,
-        )
 
 
 @dataclass(frozen=True)
@@ -97,10 +79,11 @@ class EngineBackend:
         if name not in packages:
             raise RnnmtError(f"{model_dir} has no model {name!r}; it has: {', '.join(packages)}")
         self.model = load_model(name, packages[name], threads, max_batch_rows=256)
+        self.options = self.model.default_options.overlay(decoding)
         try:
-            self.options = search_options(decoding.message(), self.model)
-        except ServiceError as exc:
-            raise RnnmtError(exc.message) from None
+            self.model.engine.check_options(self.options)
+        except RnnmtError as exc:
+            raise RnnmtError(f"options.{exc}") from None
 
     def open(self) -> ModelFacts:
         return ModelFacts(self.model.name, self.model.version, 0)
@@ -197,7 +180,9 @@ class GrpcBackend:
         self._channel.close()
 
     def _request(self, texts: Sequence[str]) -> pb.TranslateRequest:
-        return pb.TranslateRequest(texts=list(texts), model=self.model_name, options=self.decoding.message())
+        return pb.TranslateRequest(
+            texts=list(texts), model=self.model_name, options=decoding_message(self.decoding)
+        )
 
     def _call(self, method: Callable[..., T], request: object) -> T:
         try:

@@ -38,11 +38,12 @@ import ray.data
 from ray.data.datasource import FileBasedDatasource
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batch.backends import Decoding, EngineBackend
+from rnnmt.serving.batch.backends import EngineBackend
 from rnnmt.serving.batch.checkpoint import errors_path
 from rnnmt.serving.batch.chunk import RetryPolicy, translate_chunk
 from rnnmt.serving.batch.formats import LineFormat
 from rnnmt.serving.batch.job import BLOCK_BYTES, scan
+from rnnmt.serving.core.options import Decoding
 
 
 class LineDatasource(FileBasedDatasource):

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.tokenizers.sentencepiece import BOS_ID, EOS_ID, PAD_ID
 
 Arrays = tuple[Any, ...]
@@ -48,21 +49,6 @@ class DecoderBackend(Protocol):
     ) -> tuple[np.ndarray, np.ndarray, Arrays]:
         """prev [R] int64, beam_scores [R] float32, eos_bias [R] float32 (added to EOS's log-prob) →
         top-k scores [R,k] float32 (beam score + log-prob), top-k token ids [R,k] int64, next state."""
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """Decoding settings; a batch is searched with one set of options."""
-
-    beam_size: int = 5
-    n_best: int = 1
-    length_penalty: float = 1.0  # GNMT α: score / ((5 + length) / 6) ** α; 0 = raw log-prob
-    max_output_tokens: int = 256  # absolute cap on output pieces (EOS included)
-    max_length_ratio: float = 2.0  # and at most ratio × source length + 10
-    min_output_tokens: int = 0  # EOS is blocked before this many pieces
-
-    def max_length(self, src_length: int) -> int:
-        return max(1, min(self.max_output_tokens, int(self.max_length_ratio * src_length) + 10))
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.beam_search import SearchOptions
 from rnnmt.serving.core.onnx_backend import OnnxBackend
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import MANIFEST_FILE, ModelPackage, load_package
 from rnnmt.serving.core.translator import Translator
 from rnnmt.tokenizers.sentencepiece import Tokenizer

@@ -6,18 +6,13 @@ translate through :class:`Translator`, so they tokenize, limit and batch identic
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.beam_search import DecoderBackend, Hypothesis, SearchOptions, search_sorted
+from rnnmt.serving.core.beam_search import DecoderBackend, Hypothesis, search_sorted
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.tokenizers.sentencepiece import EOS_ID, Tokenizer
-
-MAX_BEAM_SIZE = 16
-MAX_OUTPUT_TOKENS = 1024
-MAX_LENGTH_PENALTY = 10.0
-MAX_LENGTH_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -26,45 +21,6 @@ class TextHypothesis:
 
     text: str
     score: float
-
-
-def validate_options(options: SearchOptions) -> SearchOptions:
-    """Return ``options`` if every field is in range, else raise an :class:`RnnmtError` naming the field."""
-
-    def check(name: str, ok: bool, rule: str) -> None:
-        if not ok:
-            raise RnnmtError(f"{name} must be {rule}, not {getattr(options, name)!r}")
-
-    def is_int(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def is_number(value: object) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-    o = options
-    check("beam_size", is_int(o.beam_size) and 1 <= o.beam_size <= MAX_BEAM_SIZE, f"1 to {MAX_BEAM_SIZE}")
-    check("n_best", is_int(o.n_best) and 1 <= o.n_best <= o.beam_size, f"1 to beam_size ({o.beam_size})")
-    check(
-        "length_penalty",
-        is_number(o.length_penalty) and 0 <= o.length_penalty <= MAX_LENGTH_PENALTY,
-        f"0 to {MAX_LENGTH_PENALTY}",
-    )
-    check(
-        "max_output_tokens",
-        is_int(o.max_output_tokens) and 1 <= o.max_output_tokens <= MAX_OUTPUT_TOKENS,
-        f"1 to {MAX_OUTPUT_TOKENS}",
-    )
-    check(
-        "max_length_ratio",
-        is_number(o.max_length_ratio) and 0 < o.max_length_ratio <= MAX_LENGTH_RATIO,
-        f"above 0 and at most {MAX_LENGTH_RATIO}",
-    )
-    check(
-        "min_output_tokens",
-        is_int(o.min_output_tokens) and 0 <= o.min_output_tokens < o.max_output_tokens,
-        f"0 to max_output_tokens - 1 ({o.max_output_tokens - 1})",
-    )
-    return options
 
 
 class Translator:
@@ -96,8 +52,8 @@ class Translator:
         return self.tgt_tokenizer.decode(ids)
 
     def check_options(self, options: SearchOptions) -> None:
-        """:func:`validate_options`, and a beam that the target vocabulary can fill."""
-        validate_options(options)
+        """:meth:`SearchOptions.check`, and a beam that the target vocabulary can fill."""
+        options.check()
         if options.beam_size >= self.tgt_tokenizer.vocab_size:
             raise RnnmtError(
                 f"beam_size must be below the target vocabulary size ({self.tgt_tokenizer.vocab_size})"

@@ -22,7 +22,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -30,8 +29,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.beam_search import SearchOptions
-from rnnmt.serving.core.translator import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, TextHypothesis
+from rnnmt.serving.core.options import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, Decoding, SearchOptions
+from rnnmt.serving.core.translator import TextHypothesis
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, Job, QueueFull
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.interceptors import (
@@ -69,17 +68,13 @@ class ServiceError(Exception):
 
 def search_options(options: pb.DecodingOptions, model: ServedModel) -> SearchOptions:
     """A request's options over the model's defaults (0 / absent = default), checked by its engine."""
-    defaults = model.default_options
-    beam_size = options.beam_size or defaults.beam_size
-    resolved = replace(
-        defaults,
-        beam_size=beam_size,
-        n_best=options.n_best or min(defaults.n_best, beam_size),
-        length_penalty=(
-            options.length_penalty if options.HasField("length_penalty") else defaults.length_penalty
-        ),
-        max_output_tokens=options.max_output_tokens or defaults.max_output_tokens,
+    decoding = Decoding(
+        beam_size=options.beam_size,
+        n_best=options.n_best,
+        length_penalty=options.length_penalty if options.HasField("length_penalty") else None,
+        max_output_tokens=options.max_output_tokens,
     )
+    resolved = model.default_options.overlay(decoding)
     try:
         model.engine.check_options(resolved)
     except RnnmtError as exc:

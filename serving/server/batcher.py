@@ -40,8 +40,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.beam_search import BeamSearch, SearchOptions
+from rnnmt.serving.core.beam_search import BeamSearch
 from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.translator import TextHypothesis
 from rnnmt.serving.server.metrics import Metrics
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.beam_search import SearchOptions
 from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import MANIFEST_FILE, Manifest
 
 WARM_UP_TEXT = "warm up"
