@@ -5,7 +5,7 @@
 On the first ``--limit`` sentences of ``--source`` that fit the model's input limit, with the model's
 default decoding options, it measures sentences/s of:
 
-- the engine alone: ``Engine.translate`` on all the sentences in one call (length-sorted batches over the
+- the engine alone: ``Translator.translate`` on all the sentences in one call (length-sorted batches over the
   whole file: the ceiling), the faster of onnxruntime's default threads and one thread;
 - the batch job in-process (``--model``): one engine thread per request, one request per core;
 - the batch job against `rnnmt serve` started as a separate process on a free loopback port with its
@@ -31,16 +31,16 @@ from local_server import ServerProcess
 
 from rnnmt.serving.batch.backends import Backend, EngineBackend, GrpcBackend
 from rnnmt.serving.batch.job import BatchJob, run
-from rnnmt.serving.core.engine import Engine
 from rnnmt.serving.core.options import Decoding
+from rnnmt.serving.core.translator import Translator
 from rnnmt.serving.server.model_repository import find_packages
 
 
 def engine_alone(package: Path, sentences: list[str], repeats: int) -> float:
-    """Sentences/s of one ``Engine.translate`` call on every sentence, at its best thread setting."""
+    """Sentences/s of one ``Translator.translate`` call on every sentence, at its best thread setting."""
     best = 0.0
     for threads in (0, 1):
-        engine = Engine(package, threads)
+        engine = Translator.from_package(package, threads)
         engine.translate(sentences[:8], engine.default_options)  # warm-up
         for _ in range(repeats):
             start = time.perf_counter()
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     name, package = next(iter(find_packages(args.model).items()))
-    probe = Engine(package, 1)
+    probe = Translator.from_package(package, 1)
     lines = [line for line in args.source.read_text(encoding="utf-8").splitlines() if line.strip()]
     lengths = [len(ids) - 1 for ids in probe.tokenize(lines)]
     sentences = [line for line, n in zip(lines, lengths, strict=True) if n <= probe.manifest.max_input_tokens]
@@ -106,7 +106,7 @@ def main() -> None:
     print()
     print(f"{'run':58} {'sentences/s':>11} {'vs engine':>9}")
     rows = [
-        ("engine alone (Engine.translate on the whole file)", engine),
+        ("engine alone (Translator.translate on the whole file)", engine),
         (f"rnnmt batch --model (in-process, concurrency {cores})", in_process),
         ("rnnmt batch --server (local rnnmt serve, concurrency 8)", served),
     ]

@@ -1,4 +1,4 @@
-"""Engine speed side by side: PyTorch reference beam search vs the onnxruntime engine (fp32, quantized).
+"""Translator speed side by side: PyTorch reference beam search vs the onnxruntime engine (fp32, quantized).
 
     .venv/bin/python benchmarks/engine.py --checkpoint runs/bible-es-en/best.pt \\
         --package build/fp32/bible-es-en --quantized-package models/bible-es-en \\
@@ -94,9 +94,9 @@ def gemm_peak_gflops(threads: int, size: int = 1536, repeat: int = 20) -> float:
 def decoder_step_gflops(package: Path, rows: int, src_len: int, repeat: int = 30) -> tuple[float, float]:
     """(achieved GFLOP/s, milliseconds) of one decoder step over ``rows`` rows and ``src_len`` source
     positions, counting the multiply-adds of the LSTM, attention, combination and output projection."""
-    from rnnmt.serving.core.engine import Engine
+    from rnnmt.serving.core.translator import Translator
 
-    engine = Engine(package)
+    engine = Translator.from_package(package)
     cfg, vocab = engine.manifest.model, engine.manifest.target_vocab_size
     src = np.full((rows, src_len), 5, dtype=np.int64)
     src[:, -1] = 3

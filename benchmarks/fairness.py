@@ -26,7 +26,7 @@ import grpc
 from local_server import ServerProcess
 from server_load import percentile
 
-from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.translator import Translator
 from rnnmt.serving.server.model_repository import find_packages
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
@@ -34,7 +34,7 @@ from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 MAXIMAL = pb.DecodingOptions(beam_size=16, max_output_tokens=1024)
 
 
-def maximal_text(engine: Engine, sentences: list[str]) -> str:
+def maximal_text(engine: Translator, sentences: list[str]) -> str:
     """Sentences joined until the text has exactly the model's maximum number of input pieces (or less)."""
     limit = engine.manifest.max_input_tokens
     words: list[str] = []
@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
 
     package = next(iter(find_packages(args.model).values()))
-    engine = Engine(package, 1)
+    engine = Translator.from_package(package, 1)
     lines = [line for line in args.source.read_text(encoding="utf-8").splitlines() if line.strip()]
     sentences = [s for s in lines if len(engine.tokenize([s])[0]) - 1 <= engine.manifest.max_input_tokens]
     text = maximal_text(engine, lines)

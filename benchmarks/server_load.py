@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 from local_server import ServerProcess
 
-from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.translator import Translator
 from rnnmt.serving.server.model_repository import find_packages
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
@@ -58,7 +58,7 @@ def measure_engine(
     package: Path, sentences: list[str], threads: int, max_output_tokens: int
 ) -> tuple[float, float]:
     """(offline batch sentences/s, median ms for one sentence) of the engine with ``threads`` intra-op threads."""
-    engine = Engine(package, threads)
+    engine = Translator.from_package(package, threads)
     options = engine.default_options
     if max_output_tokens:
         options = replace(options, max_output_tokens=max_output_tokens)
@@ -132,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
 
     package = next(iter(find_packages(args.model).values()))
-    probe = Engine(package, 1)
+    probe = Translator.from_package(package, 1)
     lines = [line for line in args.source.read_text(encoding="utf-8").splitlines() if line.strip()]
     lengths = [len(ids) - 1 for ids in probe.tokenize(lines)]
     fits = [line for line, n in zip(lines, lengths, strict=True) if n <= probe.manifest.max_input_tokens]

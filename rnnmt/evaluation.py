@@ -28,9 +28,9 @@ class Evaluation:
 def load_translator(model: Path, max_batch_rows: int = 256) -> Translator:
     """The ONNX engine for a package directory, the PyTorch reference for a checkpoint file."""
     if model.is_dir():
-        from rnnmt.serving.core.engine import Engine
+        from rnnmt.serving.core.translator import Translator
 
-        return Engine(model, max_batch_rows=max_batch_rows)
+        return Translator.from_package(model, max_batch_rows=max_batch_rows)
     from rnnmt.training.checkpoint import load_model
     from rnnmt.training.evaluate import reference_translator
 

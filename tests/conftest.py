@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rnnmt.serving.core.engine import Engine
+from rnnmt.serving.core.translator import Translator
 from rnnmt.training.corpus import Pair, write_split
 
 LEXICON = {
@@ -136,8 +136,8 @@ def model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
-def engine(model_dir: Path) -> Engine:
-    return Engine(model_dir / "toy", threads=1)
+def engine(model_dir: Path) -> Translator:
+    return Translator.from_package(model_dir / "toy", threads=1)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from rnnmt.serving.core.engine import Engine
 from rnnmt.serving.core.options import SearchOptions
+from rnnmt.serving.core.translator import Translator
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, Job
 from rnnmt.serving.server.metrics import Metrics
 
@@ -39,7 +39,7 @@ class Done:
 
 
 @contextmanager
-def batcher(engine: Engine, **settings: float) -> Iterator[tuple[Batcher, Metrics]]:
+def batcher(engine: Translator, **settings: float) -> Iterator[tuple[Batcher, Metrics]]:
     metrics = Metrics()
     b = Batcher({"toy": engine}, metrics, max_batch_rows=1024, max_queue_delay=0.0, **settings)  # type: ignore[arg-type]
     b.start()
@@ -53,7 +53,7 @@ def count(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def test_a_cancelled_job_leaves_its_running_batch(engine: Engine) -> None:
+def test_a_cancelled_job_leaves_its_running_batch(engine: Translator) -> None:
     done = Done()
     with batcher(engine, quantum=0.0) as (b, metrics):
         big = b.submit("toy", engine.tokenize(LONG), WIDE, None, done)
@@ -66,7 +66,7 @@ def test_a_cancelled_job_leaves_its_running_batch(engine: Engine) -> None:
     assert count(metrics, "rnnmt_sentences_translated_total", model="toy") == 1
 
 
-def test_a_heavy_job_yields_to_a_light_one(engine: Engine) -> None:
+def test_a_heavy_job_yields_to_a_light_one(engine: Translator) -> None:
     done = Done()
     with batcher(engine, quantum=0.0, heavy_after=1e-6) as (b, _):
         big = b.submit("toy", engine.tokenize(LONG), WIDE, None, done)
@@ -78,7 +78,7 @@ def test_a_heavy_job_yields_to_a_light_one(engine: Engine) -> None:
     assert big.error is None and all(len(hyps) == 1 for hyps in big.results)
 
 
-def test_light_jobs_are_served_first_come_first_served(engine: Engine) -> None:
+def test_light_jobs_are_served_first_come_first_served(engine: Translator) -> None:
     done = Done()
     with batcher(engine, quantum=0.0, heavy_after=60.0) as (b, _):
         first = b.submit("toy", engine.tokenize(LONG), WIDE, None, done)
@@ -88,7 +88,7 @@ def test_light_jobs_are_served_first_come_first_served(engine: Engine) -> None:
     assert done.order == [first, second]
 
 
-def test_a_deadline_passing_mid_batch_drops_the_rows(engine: Engine) -> None:
+def test_a_deadline_passing_mid_batch_drops_the_rows(engine: Translator) -> None:
     done = Done()
     with batcher(engine, quantum=0.0) as (b, metrics):
         job = b.submit("toy", engine.tokenize(LONG), WIDE, time.monotonic() + 60, done)
@@ -100,7 +100,7 @@ def test_a_deadline_passing_mid_batch_drops_the_rows(engine: Engine) -> None:
     assert count(metrics, "rnnmt_sentences_translated_total", model="toy") == 0
 
 
-def test_close_stops_a_batch_midway(engine: Engine) -> None:
+def test_close_stops_a_batch_midway(engine: Translator) -> None:
     done = Done()
     with batcher(engine, quantum=0.0) as (b, metrics):
         job = b.submit("toy", engine.tokenize(LONG), WIDE, None, done)
@@ -111,7 +111,7 @@ def test_close_stops_a_batch_midway(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("batching", [True, False])
-def test_results_do_not_depend_on_scheduling(engine: Engine, batching: bool) -> None:
+def test_results_do_not_depend_on_scheduling(engine: Translator, batching: bool) -> None:
     """Jobs preempted every step, sharing batches or not, get what the engine gives each sentence alone."""
     texts = ["El perro come pan.", "Un gato bebe agua.", "El niño ve pan.", *LONG[:2]]
     done = Done()

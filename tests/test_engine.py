@@ -13,9 +13,8 @@ from conftest import VARIANTS, run_without_torch, toy_pairs
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.beam_search import Hypothesis, beam_search
-from rnnmt.serving.core.engine import Engine
 from rnnmt.serving.core.options import SearchOptions
-from rnnmt.serving.core.translator import TextHypothesis
+from rnnmt.serving.core.translator import TextHypothesis, Translator
 from rnnmt.tokenizers.sentencepiece import UNK_ID
 from rnnmt.training.checkpoint import load_model
 from rnnmt.training.export import export_package
@@ -66,12 +65,12 @@ def packages(
 
 
 @pytest.fixture(scope="module")
-def engine(packages: Callable[[str, str | None], tuple[Path, Path]]) -> Engine:
-    return Engine(packages(MAIN, None)[1])
+def engine(packages: Callable[[str, str | None], tuple[Path, Path]]) -> Translator:
+    return Translator.from_package(packages(MAIN, None)[1])
 
 
 @pytest.fixture(scope="module")
-def one_piece_word(engine: Engine) -> str:
+def one_piece_word(engine: Translator) -> str:
     """A corpus word (or the start of one) that the source tokenizer keeps as a single piece."""
     words = sorted(
         {w[:n] for s, _ in PAIRS for w in s.split() for n in range(1, len(w) + 1)}, key=len, reverse=True
@@ -99,7 +98,7 @@ def test_onnx_engine_matches_the_pytorch_reference(
     packages: Callable[[str, str | None], tuple[Path, Path]], variant: str, options: SearchOptions
 ) -> None:
     checkpoint, package = packages(variant, None)
-    engine = Engine(package)
+    engine = Translator.from_package(package)
     sources = engine.tokenize(SOURCES)
     expected = beam_search(TorchBackend(load_model(checkpoint).model), sources, options)
     actual = engine.translate_ids(sources, options)
@@ -107,42 +106,44 @@ def test_onnx_engine_matches_the_pytorch_reference(
     assert all(len(h.tokens) >= options.min_output_tokens for hyps in actual for h in hyps)
 
 
-def test_the_model_translates_its_training_data(engine: Engine) -> None:
+def test_the_model_translates_its_training_data(engine: Translator) -> None:
     results = engine.translate([s for s, _ in PAIRS], SearchOptions(beam_size=5))
     assert [hyps[0].text for hyps in results] == [t for _, t in PAIRS]
 
 
 def test_results_do_not_depend_on_batching(
-    packages: Callable[[str, str | None], tuple[Path, Path]], engine: Engine
+    packages: Callable[[str, str | None], tuple[Path, Path]], engine: Translator
 ) -> None:
     options = SearchOptions(beam_size=5, n_best=2)
     sources = engine.tokenize(SOURCES)
     together = engine.translate_ids(sources, options)
-    one_per_batch = Engine(packages(MAIN, None)[1], threads=1, max_batch_rows=3).translate_ids(
+    one_per_batch = Translator.from_package(
+        packages(MAIN, None)[1], threads=1, max_batch_rows=3
+    ).translate_ids(sources, options)
+    assert_same(together, one_per_batch, tol=1e-5)
+    small_batches = Translator.from_package(packages(MAIN, None)[1], max_batch_rows=12).translate_ids(
         sources, options
     )
-    assert_same(together, one_per_batch, tol=1e-5)
-    small_batches = Engine(packages(MAIN, None)[1], max_batch_rows=12).translate_ids(sources, options)
     assert_same(together, small_batches, tol=1e-5)
     one_by_one = [engine.translate_ids([s], options)[0] for s in sources[::-1]][::-1]
     assert_same(together, one_by_one, tol=1e-5)
 
 
-def test_empty_and_whitespace_texts_are_not_translated(engine: Engine) -> None:
+def test_empty_and_whitespace_texts_are_not_translated(engine: Translator) -> None:
     results = engine.translate(["", "  ", "\t\n", SENTENCE], SearchOptions(beam_size=3, n_best=2))
     assert results[:3] == [[TextHypothesis("", 0.0)]] * 3
     assert results[3][0].text == TRANSLATION
     assert engine.translate(["", " "], SearchOptions()) == [[TextHypothesis("", 0.0)]] * 2
 
 
-def test_unknown_characters_and_a_single_token(engine: Engine, one_piece_word: str) -> None:
+def test_unknown_characters_and_a_single_token(engine: Translator, one_piece_word: str) -> None:
     assert UNK_ID in engine.tokenize(["你好世界"])[0]
     unknown, single = engine.translate(["你好世界", one_piece_word], SearchOptions(beam_size=5))
     assert len(unknown) == len(single) == 1
     assert unknown[0].score < 0 and single[0].score < 0
 
 
-def test_longest_allowed_input_and_one_over(engine: Engine, one_piece_word: str) -> None:
+def test_longest_allowed_input_and_one_over(engine: Translator, one_piece_word: str) -> None:
     longest = " ".join([one_piece_word] * MAX_INPUT_TOKENS)
     assert len(engine.tokenize([longest])[0]) == MAX_INPUT_TOKENS + 1
     (hyps,) = engine.translate([longest], SearchOptions(beam_size=2, max_output_tokens=20))
@@ -153,7 +154,7 @@ def test_longest_allowed_input_and_one_over(engine: Engine, one_piece_word: str)
         engine.translate([SENTENCE, f"{longest} {one_piece_word}"], SearchOptions())
 
 
-def test_n_best_equal_to_beam(engine: Engine) -> None:
+def test_n_best_equal_to_beam(engine: Translator) -> None:
     results = engine.translate(["el perro come pan", SENTENCE], SearchOptions(beam_size=4, n_best=4))
     for hyps in results:
         assert len(hyps) == 4
@@ -176,7 +177,7 @@ def test_n_best_equal_to_beam(engine: Engine) -> None:
         ({"min_output_tokens": 256}, "min_output_tokens"),
     ],
 )
-def test_invalid_options_name_the_field(engine: Engine, change: dict[str, float], field: str) -> None:
+def test_invalid_options_name_the_field(engine: Translator, change: dict[str, float], field: str) -> None:
     options = SearchOptions(**change)  # type: ignore[arg-type]
     with pytest.raises(RnnmtError, match=f"^{field} must be"):
         options.check()
@@ -184,7 +185,7 @@ def test_invalid_options_name_the_field(engine: Engine, change: dict[str, float]
         engine.translate([SENTENCE], options)
 
 
-def test_invalid_source_ids_are_refused(engine: Engine) -> None:
+def test_invalid_source_ids_are_refused(engine: Translator) -> None:
     with pytest.raises(RnnmtError, match=r"texts\[0\] must end with EOS"):
         engine.translate_ids([[5, 6]], SearchOptions())
     with pytest.raises(RnnmtError, match=r"texts\[1\] has token ids outside"):
@@ -192,7 +193,7 @@ def test_invalid_source_ids_are_refused(engine: Engine) -> None:
 
 
 def test_int8_package_loads_and_translates(packages: Callable[[str, str | None], tuple[Path, Path]]) -> None:
-    engine = Engine(packages(MAIN, "int8")[1])
+    engine = Translator.from_package(packages(MAIN, "int8")[1])
     assert engine.manifest.quantization == "int8"
     assert engine.manifest.verification["quantized"] == "measured, not enforced"
     results = engine.translate([s for s, _ in PAIRS], SearchOptions(beam_size=5))
@@ -201,13 +202,13 @@ def test_int8_package_loads_and_translates(packages: Callable[[str, str | None],
 
 
 def test_int8_weights_package_is_smaller_and_independent_of_batching(
-    packages: Callable[[str, str | None], tuple[Path, Path]], engine: Engine
+    packages: Callable[[str, str | None], tuple[Path, Path]], engine: Translator
 ) -> None:
     package = packages(MAIN, "int8-weights")[1]
     fp32 = engine.package.root
     for graph in ("encoder.onnx", "decoder.onnx"):
         assert (package / graph).stat().st_size < 0.5 * (fp32 / graph).stat().st_size
-    quantized = Engine(package)
+    quantized = Translator.from_package(package)
     assert quantized.manifest.quantization == "int8-weights"
     assert quantized.manifest.verification["quantized_decoder_max_abs_diff"] > 0
     options = SearchOptions(beam_size=5, n_best=2)
@@ -220,12 +221,12 @@ def test_int8_weights_package_is_smaller_and_independent_of_batching(
     assert agree >= 0.8 * len(PAIRS)
 
 
-def test_serving_does_not_import_torch(engine: Engine) -> None:
+def test_serving_does_not_import_torch(engine: Translator) -> None:
     out = run_without_torch(
         "from pathlib import Path\n"
         "import rnnmt.serving.core.onnx_backend, rnnmt.serving.core.package\n"
         "from rnnmt.evaluation import load_translator\n"
-        "from rnnmt.serving.core.engine import SearchOptions\n"
+        "from rnnmt.serving.core.options import SearchOptions\n"
         "print(load_translator(Path(sys.argv[1])).translate([sys.argv[2]], SearchOptions())[0][0].text)\n",
         str(engine.package.root),
         SENTENCE,
@@ -250,4 +251,4 @@ def test_invalid_decoding_defaults_name_the_manifest_and_the_field(
     manifest["decoding"] |= change
     (package / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RnnmtError, match=f"^{re.escape(str(package / 'manifest.json'))}: {message}"):
-        Engine(package, threads=1)
+        Translator.from_package(package, threads=1)

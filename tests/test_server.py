@@ -28,8 +28,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from servers import RNNMT, ServerThread, free_port, port_open, running, scrape, start_process
 
 from rnnmt.serving.client import TranslatorClient
-from rnnmt.serving.core.engine import Engine
 from rnnmt.serving.core.options import SearchOptions
+from rnnmt.serving.core.translator import Translator
 from rnnmt.serving.server.batcher import Batcher, DeadlineExpired, Job
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.metrics import Metrics
@@ -68,7 +68,7 @@ def texts_of(translations: list[pb.Translation]) -> list[str]:
     return [t.hypotheses[0].text for t in translations]
 
 
-def alone(engine: Engine, texts: list[str], options: SearchOptions) -> list[list[tuple[str, float]]]:
+def alone(engine: Translator, texts: list[str], options: SearchOptions) -> list[list[tuple[str, float]]]:
     """What the engine gives for ``texts`` on their own, as (text, score) per hypothesis."""
     return [[(h.text, h.score) for h in hyps] for hyps in engine.translate(texts, options)]
 
@@ -92,7 +92,7 @@ def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
 # -- the three methods ---------------------------------------------------------------------------------
 
 
-def test_translate(client: TranslatorClient, engine: Engine) -> None:
+def test_translate(client: TranslatorClient, engine: Translator) -> None:
     translations = client.translate(TEXTS)
     assert texts_of(translations) == EXPECTED
     assert_same(alone(engine, TEXTS, engine.default_options), as_pairs(translations))
@@ -102,7 +102,7 @@ def test_translate(client: TranslatorClient, engine: Engine) -> None:
     assert client.translate([]) == []
 
 
-def test_translate_stream_answers_in_order(client: TranslatorClient, engine: Engine) -> None:
+def test_translate_stream_answers_in_order(client: TranslatorClient, engine: Translator) -> None:
     batches = [[text] * (i + 1) for i, text in enumerate(TEXTS * 4)]
     answers = list(client.translate_stream(iter(batches), beam_size=3, n_best=2))
     assert [texts_of(a) for a in answers] == [[EXPECTED[i % 5]] * (i + 1) for i in range(len(batches))]
@@ -110,7 +110,7 @@ def test_translate_stream_answers_in_order(client: TranslatorClient, engine: Eng
     assert_same(expected, [as_pairs(a)[0] for a in answers[:5]])
 
 
-def test_model_info(client: TranslatorClient, engine: Engine) -> None:
+def test_model_info(client: TranslatorClient, engine: Translator) -> None:
     info = client.model_info()
     assert info.default_model == "toy" and [m.name for m in info.models] == ["toy"]
     model = info.models[0]
@@ -247,7 +247,7 @@ def test_invalid_requests_name_the_field(
     assert message in error.details()
 
 
-def test_length_penalty_zero_is_not_the_default(client: TranslatorClient, engine: Engine) -> None:
+def test_length_penalty_zero_is_not_the_default(client: TranslatorClient, engine: Translator) -> None:
     text = ["El niño ve pan."]
     raw = client.translate(text, beam_size=4, n_best=2, length_penalty=0.0)
     assert_same(alone(engine, text, SearchOptions(beam_size=4, n_best=2, length_penalty=0.0)), as_pairs(raw))
@@ -297,7 +297,7 @@ def test_a_deadline_that_expires_in_the_queue_drops_the_work(slow_server: Server
     assert s.metric("rnnmt_sentences_translated_total", model="toy") == translated + 50
 
 
-def test_the_batcher_checks_deadlines_when_it_forms_a_batch(engine: Engine) -> None:
+def test_the_batcher_checks_deadlines_when_it_forms_a_batch(engine: Translator) -> None:
     metrics = Metrics()
     batcher = Batcher({"toy": engine}, metrics, max_queue_delay=0.0)
     finished = threading.Event()
@@ -345,7 +345,7 @@ def test_a_cancelled_stream_frees_its_work(slow_server: ServerThread) -> None:
 
 
 def test_concurrent_requests_get_what_they_would_get_alone(
-    server: ServerThread, client: TranslatorClient, engine: Engine
+    server: ServerThread, client: TranslatorClient, engine: Translator
 ) -> None:
     sentences = [t for t in TEXTS if t] + ["Un niño come pan.", "El gato ve el agua.", "perro leche casa"]
     option_sets = [
@@ -370,7 +370,7 @@ def test_concurrent_requests_get_what_they_would_get_alone(
     assert server.metric("rnnmt_batch_rows_count") - batches < sentences_sent, "nothing was batched"
 
 
-def test_batching_off_translates_the_same(model_dir: Path, engine: Engine) -> None:
+def test_batching_off_translates_the_same(model_dir: Path, engine: Translator) -> None:
     with running(model_dir, workers=2, batching="off") as s, TranslatorClient(s.target) as c:
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda i: c.translate(TEXTS, beam_size=1 + i % 4), range(8)))

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.beam_search import DecoderBackend, Hypothesis, search_sorted
 from rnnmt.serving.core.options import SearchOptions
+from rnnmt.serving.core.package import MANIFEST_FILE, Manifest, ModelPackage, load_package
 from rnnmt.tokenizers.sentencepiece import EOS_ID, Tokenizer
+
+DEFAULT_OPTIONS = SearchOptions()
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,14 @@ class TextHypothesis:
 
 
 class Translator:
-    """Translates with ``backend``. ``max_input_tokens`` (0 = no limit) bounds a source's pieces (EOS
-    not counted). Calls may come from several threads: a search keeps its state locally."""
+    """Translates with ``backend``: a model package's ONNX graphs (:meth:`from_package`, the engine of
+    serving and batch jobs) or the PyTorch model of a checkpoint (the reference of `rnnmt evaluate`).
+
+    ``max_input_tokens`` (0 = no limit) bounds a source's pieces (EOS not counted); sentences are
+    searched in length-sorted batches of at most ``max_batch_rows`` rows (sentences × beam), and padding
+    is exact, so a sentence's translation does not depend on the batch it shares. Calls may come from
+    several threads: a search keeps its state locally.
+    """
 
     def __init__(
         self,
@@ -34,6 +44,8 @@ class Translator:
         tgt_tokenizer: Tokenizer,
         max_input_tokens: int = 0,
         max_batch_rows: int = 256,
+        default_options: SearchOptions = DEFAULT_OPTIONS,
+        package: ModelPackage | None = None,
     ) -> None:
         if max_batch_rows < 1:
             raise RnnmtError(f"max_batch_rows must be at least 1, not {max_batch_rows}")
@@ -42,6 +54,47 @@ class Translator:
         self.tgt_tokenizer = tgt_tokenizer
         self.max_input_tokens = max_input_tokens
         self.max_batch_rows = max_batch_rows
+        self.default_options = default_options
+        self.package = package
+
+    @classmethod
+    def from_package(cls, package_dir: Path, threads: int = 0, max_batch_rows: int = 256) -> Translator:
+        """The translator of a verified model package on onnxruntime (no torch); ``threads`` are
+        onnxruntime intra-op threads (0 = its default). Its default options are the manifest's."""
+        from rnnmt.serving.core.onnx_backend import OnnxBackend
+
+        if threads < 0:
+            raise RnnmtError(f"threads must be 0 (onnxruntime's default) or more, not {threads}")
+        package = load_package(package_dir)
+        manifest = package.manifest
+        tokenizers = []
+        for path, size in (
+            (package.source_tokenizer_path, manifest.source_vocab_size),
+            (package.target_tokenizer_path, manifest.target_vocab_size),
+        ):
+            tokenizer = Tokenizer.load(path)
+            if tokenizer.vocab_size != size:
+                raise RnnmtError(f"{path} has {tokenizer.vocab_size} pieces but the manifest says {size}")
+            tokenizers.append(tokenizer)
+        manifest_path = package.root / MANIFEST_FILE
+        try:
+            defaults = SearchOptions(**manifest.decoding)
+        except TypeError as exc:
+            raise RnnmtError(f"{manifest_path}: invalid decoding defaults: {exc}") from exc
+        backend = OnnxBackend(package.encoder_path, package.decoder_path, manifest.decoder_state, threads)
+        translator = cls(backend, *tokenizers, manifest.max_input_tokens, max_batch_rows, defaults, package)
+        try:
+            translator.check_options(defaults)
+        except RnnmtError as exc:  # "beam_size must be ..." → "<manifest>: decoding.beam_size must be ..."
+            raise RnnmtError(f"{manifest_path}: decoding.{exc}") from exc
+        return translator
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest of the translator's package (:meth:`from_package`)."""
+        if self.package is None:
+            raise RnnmtError("this translator was not made from a model package")
+        return self.package.manifest
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Source ids of each text: its pieces, then EOS; a text without pieces (empty, blank) gives ``[]``."""

@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.beam_search import BeamSearch
-from rnnmt.serving.core.engine import Engine
 from rnnmt.serving.core.options import SearchOptions
-from rnnmt.serving.core.translator import TextHypothesis
+from rnnmt.serving.core.translator import TextHypothesis, Translator
 from rnnmt.serving.server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -117,7 +116,7 @@ class Batcher:
 
     def __init__(
         self,
-        engines: Mapping[str, Engine],
+        engines: Mapping[str, Translator],
         metrics: Metrics,
         *,
         workers: int = 1,

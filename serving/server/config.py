@@ -47,7 +47,7 @@ class ServerConfig:
 
     @property
     def worker_count(self) -> int:
-        """Engine worker threads: ``workers``, or one per CPU core this process may use."""
+        """Translator worker threads: ``workers``, or one per CPU core this process may use."""
         return self.workers or len(os.sched_getaffinity(0))
 
     def validate(self) -> ServerConfig:

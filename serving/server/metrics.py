@@ -55,7 +55,7 @@ class Metrics:
             "rnnmt_batch_rows", "Rows (sentences × beam) per engine batch.", buckets=ROW_BUCKETS, registry=r
         )
         self.batch_seconds = Histogram(
-            "rnnmt_batch_seconds", "Engine time per batch.", buckets=LATENCY_BUCKETS, registry=r
+            "rnnmt_batch_seconds", "Translator time per batch.", buckets=LATENCY_BUCKETS, registry=r
         )
         self.received = Counter(
             "rnnmt_sentences_received", "Sentences accepted into the queue, by model.", ["model"], registry=r

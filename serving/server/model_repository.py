@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.engine import Engine
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import MANIFEST_FILE, Manifest
+from rnnmt.serving.core.translator import Translator
 
 WARM_UP_TEXT = "warm up"
 
@@ -30,7 +30,7 @@ class ServedModel:
 
     name: str
     version: str  # the first 16 hex digits of the manifest's sha256
-    engine: Engine
+    engine: Translator
 
     @property
     def manifest(self) -> Manifest:
@@ -56,7 +56,7 @@ def find_packages(model_dir: Path) -> dict[str, Path]:
 
 def load_model(name: str, root: Path, engine_threads: int, max_batch_rows: int) -> ServedModel:
     """Load the engine of one package and translate a warm-up text with it."""
-    engine = Engine(root, engine_threads, max_batch_rows)
+    engine = Translator.from_package(root, engine_threads, max_batch_rows)
     engine.translate([WARM_UP_TEXT], engine.default_options)
     version = hashlib.sha256((root / MANIFEST_FILE).read_bytes()).hexdigest()[:16]
     return ServedModel(name, version, engine)
