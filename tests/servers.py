@@ -23,6 +23,14 @@ T = TypeVar("T")
 RNNMT = Path(sys.executable).with_name("rnnmt")
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds (an AssertionError after ``timeout`` seconds)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.005)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,12 +65,6 @@ class ServerThread:
 
     def metric(self, name: str, **labels: str) -> float:
         return self.server.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < end, "timed out waiting for the server"
-            time.sleep(0.005)
 
     def stop(self) -> None:
         self.run(self.server.stop())

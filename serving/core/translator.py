@@ -82,7 +82,8 @@ class Translator:
         except TypeError as exc:
             raise RnnmtError(f"{manifest_path}: invalid decoding defaults: {exc}") from exc
         backend = OnnxBackend(package.encoder_path, package.decoder_path, manifest.decoder_state, threads)
-        translator = cls(backend, *tokenizers, manifest.max_input_tokens, max_batch_rows, defaults, package)
+        src, tgt = tokenizers
+        translator = cls(backend, src, tgt, manifest.max_input_tokens, max_batch_rows, defaults, package)
         try:
             translator.check_options(defaults)
         except RnnmtError as exc:  # "beam_size must be ..." → "<manifest>: decoding.beam_size must be ..."
@@ -90,11 +91,19 @@ class Translator:
         return translator
 
     @property
+    def version(self) -> str:
+        """The content version of the translator's package (:meth:`from_package`)."""
+        return self._made_from_package().version
+
+    @property
     def manifest(self) -> Manifest:
         """The manifest of the translator's package (:meth:`from_package`)."""
+        return self._made_from_package().manifest
+
+    def _made_from_package(self) -> ModelPackage:
         if self.package is None:
             raise RnnmtError("this translator was not made from a model package")
-        return self.package.manifest
+        return self.package
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Source ids of each text: its pieces, then EOS; a text without pieces (empty, blank) gives ``[]``."""
@@ -124,6 +133,13 @@ class Translator:
                 )
             if not all(0 <= t < vocab for t in ids):
                 raise RnnmtError(f"texts[{i}] has token ids outside the source vocabulary (0 to {vocab - 1})")
+
+    def prepare(self, texts: Sequence[str]) -> list[list[int]]:
+        """The checked sources of ``texts`` (:meth:`tokenize`, then :meth:`check_sources`); an empty text
+        gives ``[]``, a text over ``max_input_tokens`` pieces an :class:`RnnmtError` naming its index."""
+        sources = self.tokenize(texts)
+        self.check_sources(sources)
+        return sources
 
     def translate_ids(
         self, sources: Sequence[Sequence[int]], options: SearchOptions

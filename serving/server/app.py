@@ -1,4 +1,5 @@
-"""`rnnmt serve`: the gRPC translation server (``rnnmt.v1.Translator``, health, reflection, metrics).
+"""`rnnmt serve`: the gRPC server around :class:`~rnnmt.serving.server.service.TranslatorService` (TLS,
+interceptors, health, reflection, metrics), its lifecycle and the process entry.
 
 The server runs on asyncio (grpc.aio): the event loop parses, validates and tokenizes requests, then
 hands their sentences to the :class:`~rnnmt.serving.server.batcher.Batcher`, whose worker threads translate
@@ -8,8 +9,7 @@ concurrent calls cost memory for their sentences only, which the batcher's queue
 Lifecycle: the port opens first, with health NOT_SERVING and calls refused with UNAVAILABLE while the
 models load and translate a warm-up text; then health turns SERVING. On SIGTERM or SIGINT health turns
 NOT_SERVING, new calls are refused, calls in flight get ``grace_seconds`` to finish, and :func:`serve`
-returns. Every request is isolated: whatever it holds, it ends with a status code of its own, and an
-unexpected exception becomes INTERNAL with its traceback in the log.
+returns.
 """
 
 from __future__ import annotations
@@ -19,19 +19,13 @@ import gc
 import logging
 import signal
 import ssl
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
-from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.options import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, Decoding, SearchOptions
-from rnnmt.serving.core.translator import TextHypothesis
-from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, Job, QueueFull
+from rnnmt.serving.server.batcher import Batcher, TranslatorRunner
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.interceptors import (
     AvailabilityInterceptor,
@@ -40,302 +34,11 @@ from rnnmt.serving.server.interceptors import (
     read_tokens,
 )
 from rnnmt.serving.server.metrics import Metrics, log_json_to_stderr, stderr_as_json
-from rnnmt.serving.server.model_repository import ModelRepository, ServedModel, UnknownModel
-from rnnmt.v1 import translator_pb2 as pb
+from rnnmt.serving.server.model_repository import ModelRepository
+from rnnmt.serving.server.service import SERVICE_NAME, TranslatorService
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
-STREAM_WINDOW = 16
-"""Requests of one TranslateStream translated at once; the stream is not read further meanwhile."""
-
-INLINE_TOKENIZE_CHARS = 1 << 16
-"""Requests with more characters are tokenized on a thread, so the event loop keeps serving others."""
-
-Request = TypeVar("Request")
-Response = TypeVar("Response")
-
-
-class ServiceError(Exception):
-    """Ends a request with a gRPC status code and a message for the caller."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def search_options(options: pb.DecodingOptions, model: ServedModel) -> SearchOptions:
-    """A request's options over the model's defaults (0 / absent = default), checked by its engine."""
-    decoding = Decoding(
-        beam_size=options.beam_size,
-        n_best=options.n_best,
-        length_penalty=options.length_penalty if options.HasField("length_penalty") else None,
-        max_output_tokens=options.max_output_tokens,
-    )
-    resolved = model.default_options.overlay(decoding)
-    try:
-        model.engine.check_options(resolved)
-    except RnnmtError as exc:
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"options.{exc}") from None
-    return resolved
-
-
-def model_message(model: ServedModel, max_texts_per_request: int) -> pb.Model:
-    """The ModelInfo entry of a served model."""
-    manifest, defaults = model.manifest, model.default_options
-    scores = {
-        key: float(value)
-        for key, value in manifest.training.items()
-        if key.endswith(("bleu", "chrf")) and isinstance(value, (int, float)) and not isinstance(value, bool)
-    }
-    return pb.Model(
-        name=model.name,
-        source_language=manifest.source_language,
-        target_language=manifest.target_language,
-        version=model.version,
-        rnnmt_version=manifest.rnnmt_version,
-        quantization=manifest.quantization or "",
-        scores=scores,
-        defaults=pb.DecodingOptions(
-            beam_size=defaults.beam_size,
-            n_best=defaults.n_best,
-            length_penalty=defaults.length_penalty,
-            max_output_tokens=defaults.max_output_tokens,
-        ),
-        limits=pb.Limits(
-            max_input_tokens=manifest.max_input_tokens,
-            max_texts_per_request=max_texts_per_request,
-            max_beam_size=MAX_BEAM_SIZE,
-            max_output_tokens=MAX_OUTPUT_TOKENS,
-        ),
-    )
-
-
-def translation_message(hypotheses: list[TextHypothesis]) -> pb.Translation:
-    return pb.Translation(hypotheses=[pb.Hypothesis(text=h.text, score=h.score) for h in hypotheses])
-
-
-async def settle(tasks: set[asyncio.Future[Any]]) -> None:
-    """Cancel ``tasks`` and return once every one of them has ended, even if this coroutine is cancelled
-    meanwhile (it then raises CancelledError at the end)."""
-    for task in tasks:
-        task.cancel()
-    interrupted = False
-    while waiting := [task for task in tasks if not task.done()]:
-        try:
-            await asyncio.wait(waiting)
-        except asyncio.CancelledError:
-            interrupted = True
-    if interrupted:
-        raise asyncio.CancelledError
-
-
-class TranslatorService(pb_grpc.TranslatorServicer):
-    """The ``rnnmt.v1.Translator`` methods over a model repository and a batcher."""
-
-    repository: ModelRepository
-    batcher: Batcher
-
-    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
-        self.config = config
-        self.metrics = metrics
-
-    def attach(self, repository: ModelRepository, batcher: Batcher) -> None:
-        """Start serving these models (calls are refused by the server until then)."""
-        self.repository = repository
-        self.batcher = batcher
-
-    async def Translate(
-        self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
-    ) -> pb.TranslateResponse:
-        try:
-            return await self._observe("Translate", request, context, self._translate)
-        except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
-
-    async def GetModelInfo(
-        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInfo:
-        try:
-            return await self._observe("GetModelInfo", request, context, self._model_info)
-        except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
-
-    async def TranslateStream(
-        self, request_iterator: AsyncIterator[pb.TranslateRequest], context: grpc.aio.ServicerContext
-    ) -> None:
-        """Up to :data:`STREAM_WINDOW` requests are translated concurrently; responses keep request order.
-
-        The call reads on one task and translates each request on a task of its own, and it does not
-        end before every one of them has ended (:func:`settle`): once gRPC finishes a call, its context
-        must not be touched, and a task still reading it crashes the process. That is also why this
-        handler writes with ``context.write`` instead of being an async generator, which gRPC would
-        leave suspended at a ``yield``, to be closed by the garbage collector after the call ended.
-        """
-        loop = asyncio.get_running_loop()
-        pending: asyncio.Queue[asyncio.Future[pb.TranslateResponse] | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(STREAM_WINDOW)
-        tasks: set[asyncio.Future[Any]] = set()
-
-        def track(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
-            tasks.add(future)
-            future.add_done_callback(forget)
-            return future
-
-        def forget(future: asyncio.Future[Any]) -> None:
-            tasks.discard(future)
-            if not future.cancelled():
-                future.exception()  # a response the call no longer waits for: its error was recorded
-
-        async def read() -> None:
-            try:
-                async with aclosing(aiter(request_iterator)) as requests:  # type: ignore[type-var]
-                    async for request in requests:
-                        await slots.acquire()
-                        pending.put_nowait(
-                            track(
-                                asyncio.ensure_future(
-                                    self._observe("TranslateStream", request, context, self._translate)
-                                )
-                            )
-                        )
-            except Exception as exc:  # the request stream broke: end the call with the error, in order
-                failed: asyncio.Future[pb.TranslateResponse] = track(loop.create_future())
-                failed.set_exception(exc)
-                pending.put_nowait(failed)
-            pending.put_nowait(None)
-
-        track(asyncio.ensure_future(read()))
-        try:
-            while (current := await pending.get()) is not None:
-                response = await current
-                slots.release()
-                await context.write(response)
-        except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
-        finally:
-            await settle(tasks)
-
-    # -- one request -----------------------------------------------------------------------------------
-
-    async def _observe(
-        self,
-        method: str,
-        request: Request,
-        context: grpc.aio.ServicerContext,
-        handler: Callable[[Request, grpc.aio.ServicerContext], Awaitable[Response]],
-    ) -> Response:
-        """Run ``handler``, then count, time and log the request; anything unexpected becomes INTERNAL."""
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        peer = context.peer()
-        try:
-            return await handler(request, context)
-        except ServiceError as exc:
-            code = exc.code
-            raise
-        except asyncio.CancelledError:  # by the client, or by gRPC at the deadline
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            logger.exception("request failed", extra={"fields": {"method": method, "peer": peer}})
-            raise ServiceError(code, "internal error: the server logged it") from None
-        finally:
-            self.metrics.record(
-                method,
-                code.name,
-                time.perf_counter() - start,
-                model=getattr(request, "model", "") or self.repository.default,
-                texts=len(getattr(request, "texts", ())),
-                peer=peer,
-            )
-
-    def _model(self, name: str) -> ServedModel:
-        try:
-            return self.repository.get(name)
-        except UnknownModel as exc:
-            raise ServiceError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
-
-    async def _model_info(self, request: pb.GetModelInfoRequest, _context: Any) -> pb.ModelInfo:
-        models = [self._model(request.model)] if request.model else list(self.repository.models.values())
-        limit = self.config.max_texts_per_request
-        return pb.ModelInfo(
-            models=[model_message(m, limit) for m in models], default_model=self.repository.default
-        )
-
-    async def _translate(
-        self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
-    ) -> pb.TranslateResponse:
-        model = self._model(request.model)
-        texts = request.texts
-        if len(texts) > self.config.max_texts_per_request:
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"texts has {len(texts)} entries; at most {self.config.max_texts_per_request} per request",
-            )
-        options = search_options(request.options, model)
-        if sum(len(text) for text in texts) > INLINE_TOKENIZE_CHARS:
-            sources = await asyncio.to_thread(model.engine.tokenize, texts)
-        else:
-            sources = model.engine.tokenize(texts)
-        try:
-            model.engine.check_sources(sources)
-        except RnnmtError as exc:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        todo = [i for i, ids in enumerate(sources) if ids]  # an empty text translates to ""
-        results = [[TextHypothesis("", 0.0)] for _ in texts]
-        if todo:
-            found = await self._run(model.name, [sources[i] for i in todo], options, context.time_remaining())
-            for i, hyps in zip(todo, found, strict=True):
-                results[i] = hyps
-        return pb.TranslateResponse(translations=[translation_message(h) for h in results], model=model.name)
-
-    async def _run(
-        self, model: str, sources: list[list[int]], options: SearchOptions, timeout: float | None
-    ) -> list[list[TextHypothesis]]:
-        """Translate sources on the batcher, waiting at most ``timeout`` seconds (None: no deadline)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def settle() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def on_done(_job: Job) -> None:
-            loop.call_soon_threadsafe(settle)
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            job = self.batcher.submit(model, sources, options, deadline, on_done)
-        except QueueFull as exc:
-            raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
-        except BatcherClosed as exc:
-            raise ServiceError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
-        try:
-            await asyncio.wait_for(done, timeout)
-        except asyncio.TimeoutError:
-            self.batcher.cancel(job, "deadline")
-            raise ServiceError(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the translation was done"
-            ) from None
-        except asyncio.CancelledError:  # by the client, or by gRPC when the deadline passed first
-            expired = deadline is not None and time.monotonic() >= deadline
-            self.batcher.cancel(job, "deadline" if expired else "cancelled")
-            raise
-        if isinstance(job.error, DeadlineExpired):
-            raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, str(job.error))
-        if isinstance(job.error, BatcherClosed):
-            raise ServiceError(grpc.StatusCode.UNAVAILABLE, str(job.error))
-        if job.error is not None:
-            raise ServiceError(
-                grpc.StatusCode.INTERNAL, "internal error while translating: the server logged it"
-            )
-        return job.results
 
 
 class TranslationServer:
@@ -347,9 +50,65 @@ class TranslationServer:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._unavailable: str | None = "the server is loading its models; retry shortly"
-        self.service = TranslatorService(self.config, self.metrics)
+        self.service = TranslatorService(self.metrics, self.config.max_texts_per_request)
         self._server: grpc.aio.Server | None = None
         self._batcher: Batcher | None = None
+
+    async def start(self) -> int:
+        """Listen, load and warm up the models, then report SERVING; returns the port.
+
+        Raises :class:`RnnmtError` (after closing what it opened) if the port, a TLS file or a model
+        package is unusable.
+        """
+        c = self.config
+        tokens = read_tokens(c.auth_token, c.auth_token_file)
+        credentials = self._credentials()
+        if tokens and credentials is None:
+            logger.warning(
+                "INSECURE: bearer tokens are accepted over plaintext (--allow-insecure-token): they travel "
+                "in clear, for anyone on the network to read and reuse; serve TLS with --tls-cert and --tls-key"
+            )
+        server = self._grpc_server(tokens)
+        self.port = await self._listen(server, credentials)
+        self._server = server
+        try:
+            self._serve_metrics()
+            repository = await self._load_models()
+        except BaseException:
+            await server.stop(None)
+            self.metrics.close()
+            raise
+        self._start_batcher(repository)
+        self._unavailable = None
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        logger.info(
+            "serving",
+            extra={
+                "fields": {
+                    "address": f"{c.host}:{self.port}",
+                    "tls": "mutual" if c.tls_client_ca else "on" if credentials else "off",
+                    "auth": "bearer token" if tokens else "off",
+                    "models": list(repository.models),
+                    "default_model": repository.default,
+                    "workers": c.worker_count,
+                    "batching": c.batching,
+                    "metrics": f"{c.metrics_host}:{c.metrics_port}" if c.metrics_port else None,
+                }
+            },
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        """Graceful shutdown: NOT_SERVING, refuse new calls, let calls in flight finish (``grace_seconds``)."""
+        self._unavailable = "the server is shutting down"
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.grace_seconds)
+        if self._batcher is not None:
+            await asyncio.to_thread(self._batcher.close)
+        self.metrics.close()
+
+    # -- start-up steps ---------------------------------------------------------------------------------
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         """The TLS credentials, or None for plaintext; the files are checked with Python's ``ssl`` first,
@@ -384,20 +143,10 @@ class TranslationServer:
             raise RnnmtError(f"--tls-key {c.tls_key} holds no usable PEM private key: {exc}") from exc
         return grpc.ssl_server_credentials([pair], client_ca, require_client_auth=client_ca is not None)
 
-    async def start(self) -> int:
-        """Listen, load and warm up the models, then report SERVING; returns the port.
-
-        Raises :class:`RnnmtError` (after closing what it opened) if the port, a TLS file or a model
-        package is unusable.
-        """
+    def _grpc_server(self, tokens: list[str]) -> grpc.aio.Server:
+        """The gRPC server with its interceptors (bearer tokens if any, availability, malformed requests)
+        and services: the translator, health and reflection."""
         c = self.config
-        tokens = read_tokens(c.auth_token, c.auth_token_file)
-        credentials = self._credentials()
-        if tokens and credentials is None:
-            logger.warning(
-                "INSECURE: bearer tokens are accepted over plaintext (--allow-insecure-token): they travel "
-                "in clear, for anyone on the network to read and reuse; serve TLS with --tls-cert and --tls-key"
-            )
         interceptors: list[grpc.aio.ServerInterceptor] = [
             AvailabilityInterceptor(lambda: self._unavailable, self.metrics),
             MalformedRequestInterceptor(self.metrics),
@@ -418,9 +167,12 @@ class TranslationServer:
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        address = f"{c.host}:{c.port}"
+        return server
+
+    async def _listen(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
+        """Open the port, with health NOT_SERVING; returns the port."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.config.host}:{self.config.port}"
         try:
             port = (
                 server.add_secure_port(address, credentials)
@@ -430,31 +182,35 @@ class TranslationServer:
         except RuntimeError as exc:
             raise RnnmtError(f"cannot listen on {address}: {exc}") from exc
         await server.start()
-        self._server, self.port = server, port
+        return port
+
+    def _serve_metrics(self) -> None:
+        """Serve the Prometheus metrics over HTTP, if ``metrics_port`` is set."""
+        c = self.config
+        if not c.metrics_port:
+            return
         try:
-            if c.metrics_port:
-                try:
-                    self.metrics.serve(c.metrics_host, c.metrics_port)
-                except OSError as exc:
-                    raise RnnmtError(
-                        f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: {exc.strerror}"
-                    ) from exc
-            try:
-                repository = await asyncio.to_thread(
-                    ModelRepository.load,
-                    c.model_dir,
-                    c.default_model,
-                    c.engine_threads,
-                    c.max_batch_rows,
-                )
-            except OSError as exc:
-                raise RnnmtError(f"cannot load the models in {c.model_dir}: {exc}") from exc
-        except BaseException:
-            await server.stop(None)
-            self.metrics.close()
-            raise
+            self.metrics.serve(c.metrics_host, c.metrics_port)
+        except OSError as exc:
+            raise RnnmtError(
+                f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: {exc.strerror}"
+            ) from exc
+
+    async def _load_models(self) -> ModelRepository:
+        """Find, verify, load and warm up the models, on a thread (health checks keep being answered)."""
+        c = self.config
+        try:
+            return await asyncio.to_thread(
+                ModelRepository.load, c.model_dir, c.default_model, c.engine_threads, c.max_batch_rows
+            )
+        except OSError as exc:
+            raise RnnmtError(f"cannot load the models in {c.model_dir}: {exc}") from exc
+
+    def _start_batcher(self, repository: ModelRepository) -> None:
+        """Start the batcher's workers over the models and hand both to the service."""
+        c = self.config
         self._batcher = Batcher(
-            {name: model.engine for name, model in repository.models.items()},
+            TranslatorRunner({name: model.translator for name, model in repository.models.items()}),
             self.metrics,
             workers=c.worker_count,
             max_batch_rows=c.max_batch_rows,
@@ -464,35 +220,10 @@ class TranslationServer:
         )
         self._batcher.start()
         self.service.attach(repository, self._batcher)
-        self._unavailable = None
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        logger.info(
-            "serving",
-            extra={
-                "fields": {
-                    "address": f"{c.host}:{port}",
-                    "tls": "mutual" if c.tls_client_ca else "on" if credentials else "off",
-                    "auth": "bearer token" if tokens else "off",
-                    "models": list(repository.models),
-                    "default_model": repository.default,
-                    "workers": c.worker_count,
-                    "batching": c.batching,
-                    "metrics": f"{c.metrics_host}:{c.metrics_port}" if c.metrics_port else None,
-                }
-            },
-        )
-        return port
 
-    async def stop(self) -> None:
-        """Graceful shutdown: NOT_SERVING, refuse new calls, let calls in flight finish (``grace_seconds``)."""
-        self._unavailable = "the server is shutting down"
-        await self.health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(self.config.grace_seconds)
-        if self._batcher is not None:
-            await asyncio.to_thread(self._batcher.close)
-        self.metrics.close()
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
 
 
 async def _serve(config: ServerConfig) -> None:

@@ -10,8 +10,8 @@ fit is refused at once with :class:`QueueFull`. A group is *ready* when it holds
 when no worker is busy: sentences wait for company only while the server is working, never on an idle
 server. With ``batching=False`` a batch holds the sentences of one job only and never waits.
 
-**Scheduling.** A batch is a :class:`~rnnmt.serving.core.beam_search.BeamSearch`, which can be set aside
-between decoder steps and resumed later. A worker runs its batch for ``quantum`` seconds of steps, then
+**Scheduling.** A batch is a :class:`Search` (for a model: :class:`~rnnmt.serving.core.beam_search.BeamSearch`,
+made by :class:`TranslatorRunner`), which can be set aside between decoder steps and resumed later. A worker runs its batch for ``quantum`` seconds of steps, then
 decides again what to run. A job is *light* until it has used ``heavy_after`` seconds of compute (its
 share of each batch it is in, by rows), then *heavy*. Workers run light work first come, first served
 (small requests do not slow each other down by preempting), and heavy work only when no light work
@@ -25,7 +25,13 @@ cancelled, failed or has passed its deadline (it then fails with :class:`Deadlin
 stops within one decoder step. Queued sentences of a cancelled job are dropped at once, those of an
 expired job when a batch is formed.
 
-The workers share each model's engine (a search keeps its state locally; onnxruntime releases the GIL
+**Results.** :meth:`Batcher.submit` returns a :class:`Job` whose ``future`` gets, per source, its ``n_best``
+translations, or the exception that ended the job (:class:`DeadlineExpired`, :class:`BatcherClosed`, or
+the error of a failed search: a batch that fails is searched again job by job, so only the culprit
+fails). A cancelled job's future is cancelled and never set.
+
+The batcher knows searches only through a :class:`Runner`, so it can be tested with a fake one. The
+workers share each model's translator (a search keeps its state locally; onnxruntime releases the GIL
 while it runs, so workers compute in parallel).
 """
 
@@ -37,10 +43,14 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.beam_search import BeamSearch
+from rnnmt.serving.core.beam_search import BeamSearch, Hypothesis
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.translator import TextHypothesis, Translator
 from rnnmt.serving.server.metrics import Metrics
@@ -60,25 +70,65 @@ class BatcherClosed(RnnmtError):
     """The batcher is shutting down."""
 
 
+class Search(Protocol):
+    """One batch's search, advanced a step at a time (see :class:`~rnnmt.serving.core.beam_search.BeamSearch`)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def alive(self) -> np.ndarray:
+        """Batch indices of the sources still searched."""
+
+    def step(self) -> None: ...
+
+    def drop(self, sources: Sequence[int]) -> None:
+        """Stop searching these batch indices; the others are unaffected."""
+
+    def results(self) -> list[list[Hypothesis]]:
+        """Per source its hypotheses, best first (none for a dropped source)."""
+
+
+class Runner(Protocol):
+    """What the batcher runs: searches of a model, and the texts of their hypotheses."""
+
+    def search(self, model: str, sources: Sequence[Sequence[int]], options: SearchOptions) -> Search:
+        """Start (encode) the search of a batch of checked, non-empty sources."""
+
+    def texts(self, model: str, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
+        """The detokenized ``found`` hypotheses, in the same shape."""
+
+
+class TranslatorRunner:
+    """The :class:`Runner` of served models: beam searches over each model's translator."""
+
+    def __init__(self, translators: Mapping[str, Translator]) -> None:
+        self.translators = translators
+
+    def search(self, model: str, sources: Sequence[Sequence[int]], options: SearchOptions) -> BeamSearch:
+        return BeamSearch(self.translators[model].backend, sources, options)
+
+    def texts(self, model: str, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
+        texts = iter(self.translators[model].detokenize([h.tokens for hyps in found for h in hyps]))
+        return [[TextHypothesis(next(texts), h.score) for h in hyps] for hyps in found]
+
+
 @dataclass(eq=False)
 class Job:
-    """One request's sentences, translated with one model and one set of options, completed together.
-
-    ``sources`` are source ids (pieces + EOS, at least one piece each). When the job is finished,
-    ``on_done(job)`` is called once, from a worker thread, with either ``results`` (per source its
-    ``n_best`` translations, best first) or ``error`` set. A cancelled job is never reported.
-    """
+    """One request's sentences, translated with one model and one set of options, completed together:
+    ``future`` gets per source its ``n_best`` translations, best first, or the exception that ended
+    the job. ``sources`` are source ids (pieces + EOS, at least one piece each)."""
 
     model: str
     options: SearchOptions
     sources: Sequence[Sequence[int]]
     deadline: float | None  # time.monotonic() seconds; None = none
-    on_done: Callable[[Job], None]
     order: int = 0  # arrival order
     arrival: float = 0.0  # time.monotonic() at submission
+    future: Future[list[list[TextHypothesis]]] = field(default_factory=Future)
     results: list[list[TextHypothesis]] = field(init=False)
-    error: Exception | None = None
     finished: bool = False
+    error: Exception | None = None
     reason: str = ""  # why it ended early: cancelled, deadline, failed, shutdown
     pending: int = field(init=False)
     service: float = 0.0  # seconds of compute spent on its sentences
@@ -103,7 +153,7 @@ class _Run:
 
     key: GroupKey
     items: list[tuple[Job, int]]
-    search: BeamSearch | None = None
+    search: Search | None = None
     seconds: float = 0.0
     jobs: set[Job] = field(init=False)
 
@@ -112,11 +162,11 @@ class _Run:
 
 
 class Batcher:
-    """Queues jobs and translates them with ``engines[model]`` on ``workers`` threads."""
+    """Queues jobs and runs their searches with ``runner`` on ``workers`` threads."""
 
     def __init__(
         self,
-        engines: Mapping[str, Translator],
+        runner: Runner,
         metrics: Metrics,
         *,
         workers: int = 1,
@@ -126,8 +176,9 @@ class Batcher:
         batching: bool = True,
         quantum: float = 0.02,
         heavy_after: float = 0.5,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.engines = engines
+        self.runner = runner
         self.metrics = metrics
         self.max_batch_rows = max_batch_rows
         self.max_queue_delay = max_queue_delay
@@ -135,6 +186,7 @@ class Batcher:
         self.batching = batching
         self.quantum = quantum
         self.heavy_after = heavy_after
+        self.clock = clock  # measures compute: quanta and each job's service
         self.max_live = 2 * workers
         self._groups: dict[GroupKey, Group] = {}
         self._runs: set[_Run] = set()  # live: running or parked
@@ -159,7 +211,6 @@ class Batcher:
         sources: Sequence[Sequence[int]],
         options: SearchOptions,
         deadline: float | None,
-        on_done: Callable[[Job], None],
     ) -> Job:
         """Queue a job of checked, non-empty sources; :class:`QueueFull` or :class:`BatcherClosed` if not."""
         shortest_first = deque(sorted(range(len(sources)), key=lambda i: len(sources[i])))
@@ -171,18 +222,20 @@ class Batcher:
                     f"the server is busy: {self._queued} sentences are queued, {len(sources)} more would "
                     f"exceed its limit of {self.max_queued}; retry later"
                 )
-            job = Job(model, options, sources, deadline, on_done, next(self._order), time.monotonic())
+            job = Job(model, options, sources, deadline, next(self._order), time.monotonic())
             self._groups.setdefault((model, options), {})[job] = shortest_first
             self._queued += len(sources)
             self.metrics.received.labels(model).inc(len(sources))
             self._cond.notify()  # one idle worker; it wakes another if it leaves work behind
+        job.future.add_done_callback(lambda future: self.cancel(job) if future.cancelled() else None)
         return job
 
     def cancel(self, job: Job, reason: str = "cancelled") -> None:
         """Forget a job: its queued sentences are dropped (counted for ``reason``), those being searched
-        leave their batch at the next step, and it is not reported."""
+        leave their batch at the next step, and its future is cancelled."""
         with self._cond:
             self._end(job, reason)
+        job.future.cancel()
 
     def close(self) -> None:
         """Fail every job with :class:`BatcherClosed` and stop the workers (within one decoder step)."""
@@ -335,10 +388,10 @@ class Batcher:
     def _advance(self, run: _Run) -> None:
         """Start the run if it is new, then search for a quantum, dropping abandoned rows between steps."""
         model, options = run.key
-        start = time.perf_counter()
+        start = self.clock()
         if run.search is None:
             sources = [job.sources[index] for job, index in run.items]
-            run.search = BeamSearch(self.engines[model].backend, sources, options)
+            run.search = self.runner.search(model, sources, options)
         search = run.search
         rows = Counter(run.items[i][0] for i in search.alive)  # each job's share of the rows
         while True:
@@ -346,9 +399,9 @@ class Batcher:
             if search.done:
                 break
             search.step()
-            if time.perf_counter() - start >= self.quantum:
+            if self.clock() - start >= self.quantum:
                 break
-        elapsed = time.perf_counter() - start
+        elapsed = self.clock() - start
         run.seconds += elapsed
         total = max(1, sum(rows.values()))
         with self._cond:
@@ -381,14 +434,14 @@ class Batcher:
         assert run.search is not None
         found = run.search.results()
         kept = [i for i, hyps in enumerate(found) if hyps]
-        texts = iter(self.engines[model].detokenize([h.tokens for i in kept for h in found[i]]))
+        texts = iter(self.runner.texts(model, [found[i] for i in kept]))
         done: list[Job] = []
         with self._cond:
             self._runs.discard(run)
             self._busy -= 1
             for i in kept:
                 job, index = run.items[i]
-                job.results[index] = [TextHypothesis(next(texts), h.score) for h in found[i]]
+                job.results[index] = next(texts)
                 job.pending -= 1
                 if job.pending == 0 and not job.finished:
                     job.finished = True
@@ -424,5 +477,12 @@ class Batcher:
 
     @staticmethod
     def _report(jobs: list[Job]) -> None:
+        """Resolve the futures of finished jobs (outside the lock: their callbacks run here)."""
         for job in jobs:
-            job.on_done(job)
+            try:
+                if job.error is None:
+                    job.future.set_result(job.results)
+                else:
+                    job.future.set_exception(job.error)
+            except InvalidStateError:  # cancelled by its waiter meanwhile
+                pass

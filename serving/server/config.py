@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """
     for f in fields(ServerConfig):
         env = "RNNMT_" + f.name.upper()
-        kind = {"int": int, "float": float, "str": str, "bool": _boolean}.get(str(f.type), Path)
+        kinds: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _boolean}
+        kind = kinds.get(str(f.type), Path)
         shown = "hidden" if f.name == "auth_token" else "%(default)s"
         extra: dict[str, Any] = {"choices": ["on", "off"]} if f.name == "batching" else {}
         if kind is _boolean:

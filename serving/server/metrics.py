@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -75,7 +75,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self._http: ThreadingHTTPServer | None = None
+        self._http: WSGIServer | None = None
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         """Report ``depth()`` as the queue gauge whenever metrics are scraped."""

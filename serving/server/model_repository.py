@@ -8,13 +8,11 @@ damaged copy stops the server at startup instead of surfacing as errors later.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.core.options import SearchOptions
-from rnnmt.serving.core.package import MANIFEST_FILE, Manifest
+from rnnmt.serving.core.package import find_packages
 from rnnmt.serving.core.translator import Translator
 
 WARM_UP_TEXT = "warm up"
@@ -26,40 +24,17 @@ class UnknownModel(RnnmtError):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One model: its name, a content version and its engine (shared by the worker threads)."""
+    """One model: its name and its translator (shared by the worker threads)."""
 
     name: str
-    version: str  # the first 16 hex digits of the manifest's sha256
-    engine: Translator
-
-    @property
-    def manifest(self) -> Manifest:
-        return self.engine.manifest
-
-    @property
-    def default_options(self) -> SearchOptions:
-        return self.engine.default_options
-
-
-def find_packages(model_dir: Path) -> dict[str, Path]:
-    """Model name → package folder, sorted by name; an :class:`RnnmtError` if there is none."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise RnnmtError(f"model directory not found: {model_dir}")
-    if (model_dir / MANIFEST_FILE).is_file():
-        return {model_dir.resolve().name: model_dir}
-    found = {p.name: p for p in sorted(model_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-    if not found:
-        raise RnnmtError(f"{model_dir} holds no model package (folders with {MANIFEST_FILE})")
-    return found
+    translator: Translator
 
 
 def load_model(name: str, root: Path, engine_threads: int, max_batch_rows: int) -> ServedModel:
-    """Load the engine of one package and translate a warm-up text with it."""
-    engine = Translator.from_package(root, engine_threads, max_batch_rows)
-    engine.translate([WARM_UP_TEXT], engine.default_options)
-    version = hashlib.sha256((root / MANIFEST_FILE).read_bytes()).hexdigest()[:16]
-    return ServedModel(name, version, engine)
+    """Load the translator of one package and translate a warm-up text with it."""
+    translator = Translator.from_package(root, engine_threads, max_batch_rows)
+    translator.translate([WARM_UP_TEXT], translator.default_options)
+    return ServedModel(name, translator)
 
 
 class ModelRepository:

@@ -1,0 +1,260 @@
+"""The ``rnnmt.v1.Translator`` service: each request is checked once, then translated on the batcher.
+
+Every request ends with a status code of its own: its errors become codes through one table,
+:data:`STATUS`, and an unexpected exception becomes INTERNAL with its traceback in the log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import grpc
+
+from rnnmt.errors import RnnmtError
+from rnnmt.serving.core.options import SearchOptions
+from rnnmt.serving.core.translator import TextHypothesis
+from rnnmt.serving.server import protocol
+from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
+from rnnmt.serving.server.metrics import Metrics
+from rnnmt.serving.server.model_repository import ModelRepository, UnknownModel
+from rnnmt.v1 import translator_pb2 as pb
+from rnnmt.v1 import translator_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
+STREAM_WINDOW = 16
+"""Requests of one TranslateStream translated at once; the stream is not read further meanwhile."""
+
+INLINE_TOKENIZE_CHARS = 1 << 16
+"""Requests with more characters are tokenized on a thread, so the event loop keeps serving others."""
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+class InvalidRequest(RnnmtError):
+    """A request field is out of range; the message names it."""
+
+
+class TranslationFailed(RnnmtError):
+    """The search of a request's sentences failed; the batcher logged why."""
+
+
+STATUS: dict[type[Exception], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownModel: grpc.StatusCode.NOT_FOUND,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    BatcherClosed: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
+    TranslationFailed: grpc.StatusCode.INTERNAL,
+}
+"""The status code of each error a request may end with, its message going to the caller. Any other
+exception is unexpected: INTERNAL, with its traceback in the log."""
+
+
+class ServiceError(Exception):
+    """How :meth:`TranslatorService._observe` ends a request: the status code and message to abort with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def settle(tasks: set[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and return once every one of them has ended, even if this coroutine is cancelled
+    meanwhile (it then raises CancelledError at the end)."""
+    for task in tasks:
+        task.cancel()
+    interrupted = False
+    while waiting := [task for task in tasks if not task.done()]:
+        try:
+            await asyncio.wait(waiting)
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
+
+
+class TranslatorService(pb_grpc.TranslatorServicer):
+    """The ``rnnmt.v1.Translator`` methods over a model repository and a batcher."""
+
+    repository: ModelRepository
+    batcher: Batcher
+
+    def __init__(self, metrics: Metrics, max_texts_per_request: int) -> None:
+        self.metrics = metrics
+        self.max_texts_per_request = max_texts_per_request
+
+    def attach(self, repository: ModelRepository, batcher: Batcher) -> None:
+        """Start serving these models (calls are refused by the server until then)."""
+        self.repository = repository
+        self.batcher = batcher
+
+    async def Translate(
+        self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TranslateResponse:
+        try:
+            return await self._observe("Translate", request, context, self._translate)
+        except ServiceError as exc:
+            await context.abort(exc.code, exc.message)
+
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInfo:
+        try:
+            return await self._observe("GetModelInfo", request, context, self._model_info)
+        except ServiceError as exc:
+            await context.abort(exc.code, exc.message)
+
+    async def TranslateStream(
+        self, request_iterator: AsyncIterator[pb.TranslateRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Up to :data:`STREAM_WINDOW` requests are translated concurrently; responses keep request order.
+
+        The call reads on one task and translates each request on a task of its own, and it does not
+        end before every one of them has ended (:func:`settle`): once gRPC finishes a call, its context
+        must not be touched, and a task still reading it crashes the process. That is also why this
+        handler writes with ``context.write`` instead of being an async generator, which gRPC would
+        leave suspended at a ``yield``, to be closed by the garbage collector after the call ended.
+        """
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Queue[asyncio.Future[pb.TranslateResponse] | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_WINDOW)
+        tasks: set[asyncio.Future[Any]] = set()
+
+        def track(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+            tasks.add(future)
+            future.add_done_callback(forget)
+            return future
+
+        def forget(future: asyncio.Future[Any]) -> None:
+            tasks.discard(future)
+            if not future.cancelled():
+                future.exception()  # a response the call no longer waits for: its error was recorded
+
+        async def read() -> None:
+            try:
+                async with aclosing(aiter(request_iterator)) as requests:  # type: ignore[type-var]
+                    async for request in requests:
+                        await slots.acquire()
+                        pending.put_nowait(
+                            track(
+                                asyncio.ensure_future(
+                                    self._observe("TranslateStream", request, context, self._translate)
+                                )
+                            )
+                        )
+            except Exception as exc:  # the request stream broke: end the call with the error, in order
+                failed: asyncio.Future[pb.TranslateResponse] = track(loop.create_future())
+                failed.set_exception(exc)
+                pending.put_nowait(failed)
+            pending.put_nowait(None)
+
+        track(asyncio.ensure_future(read()))
+        try:
+            while (current := await pending.get()) is not None:
+                response = await current
+                slots.release()
+                await context.write(response)
+        except ServiceError as exc:
+            await context.abort(exc.code, exc.message)
+        finally:
+            await settle(tasks)
+
+    # -- one request -----------------------------------------------------------------------------------
+
+    async def _observe(
+        self,
+        method: str,
+        request: Request,
+        context: grpc.aio.ServicerContext,
+        handler: Callable[[Request, grpc.aio.ServicerContext], Awaitable[Response]],
+    ) -> Response:
+        """Run ``handler``, then count, time and log the request. An error it raises becomes a
+        :class:`ServiceError` with its code in :data:`STATUS`; anything unexpected becomes INTERNAL."""
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        peer = context.peer()
+        try:
+            return await handler(request, context)
+        except asyncio.CancelledError:  # by the client, or by gRPC at the deadline
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            known = next((status for kind, status in STATUS.items() if isinstance(exc, kind)), None)
+            if known is not None:
+                code = known
+                raise ServiceError(code, str(exc)) from None
+            code = grpc.StatusCode.INTERNAL
+            logger.exception("request failed", extra={"fields": {"method": method, "peer": peer}})
+            raise ServiceError(code, "internal error: the server logged it") from None
+        finally:
+            self.metrics.record(
+                method,
+                code.name,
+                time.perf_counter() - start,
+                model=getattr(request, "model", "") or self.repository.default,
+                texts=len(getattr(request, "texts", ())),
+                peer=peer,
+            )
+
+    async def _model_info(self, request: pb.GetModelInfoRequest, _context: Any) -> pb.ModelInfo:
+        repository = self.repository
+        models = [repository.get(request.model)] if request.model else repository.models.values()
+        return protocol.model_info(models, repository.default, self.max_texts_per_request)
+
+    async def _translate(
+        self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TranslateResponse:
+        """Check the request once (model, size, options, sources), then translate its non-empty texts."""
+        model = self.repository.get(request.model)
+        translator, texts, limit = model.translator, request.texts, self.max_texts_per_request
+        if len(texts) > limit:
+            raise InvalidRequest(f"texts has {len(texts)} entries; at most {limit} per request")
+        options = translator.default_options.overlay(protocol.decoding(request.options))
+        try:
+            translator.check_options(options)
+        except RnnmtError as exc:
+            raise InvalidRequest(f"options.{exc}") from None
+        try:
+            if sum(len(text) for text in texts) > INLINE_TOKENIZE_CHARS:
+                sources = await asyncio.to_thread(translator.prepare, texts)
+            else:
+                sources = translator.prepare(texts)
+        except RnnmtError as exc:
+            raise InvalidRequest(str(exc)) from None
+        todo = [i for i, ids in enumerate(sources) if ids]  # an empty text translates to ""
+        results = [[TextHypothesis("", 0.0)] for _ in texts]
+        if todo:
+            found = await self._run(model.name, [sources[i] for i in todo], options, context.time_remaining())
+            for i, hyps in zip(todo, found, strict=True):
+                results[i] = hyps
+        return protocol.translate_response(model.name, results)
+
+    async def _run(
+        self, model: str, sources: list[list[int]], options: SearchOptions, timeout: float | None
+    ) -> list[list[TextHypothesis]]:
+        """Translate sources on the batcher, waiting at most ``timeout`` seconds (None: no deadline)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.batcher.submit(model, sources, options, deadline)
+        try:  # shielded: the job is cancelled below, with the reason
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), timeout)
+        except asyncio.TimeoutError:
+            self.batcher.cancel(job, "deadline")
+            raise DeadlineExpired("the deadline passed before the translation was done") from None
+        except asyncio.CancelledError:  # by the client, or by gRPC when the deadline passed first
+            expired = deadline is not None and time.monotonic() >= deadline
+            self.batcher.cancel(job, "deadline" if expired else "cancelled")
+            raise
+        except (DeadlineExpired, BatcherClosed):
+            raise
+        except Exception as exc:
+            raise TranslationFailed("internal error while translating: the server logged it") from exc
