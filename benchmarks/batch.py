@@ -32,8 +32,8 @@ from local_server import ServerProcess
 from rnnmt.serving.batch.backends import Backend, EngineBackend, GrpcBackend
 from rnnmt.serving.batch.job import BatchJob, run
 from rnnmt.serving.core.options import Decoding
+from rnnmt.serving.core.package import find_packages
 from rnnmt.serving.core.translator import Translator
-from rnnmt.serving.server.model_repository import find_packages
 
 
 def engine_alone(package: Path, sentences: list[str], repeats: int) -> float:

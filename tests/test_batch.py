@@ -12,10 +12,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -23,7 +24,7 @@ from conftest import run_without_torch, toy_pairs
 from servers import RNNMT, free_port
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batch.backends import EngineBackend, GrpcBackend, channel_target
+from rnnmt.serving.batch.backends import EngineBackend, GrpcBackend, ModelFacts, Transient, channel_target
 from rnnmt.serving.batch.checkpoint import errors_path, progress_path, read_state
 from rnnmt.serving.batch.chunk import RetryPolicy
 from rnnmt.serving.batch.formats import LineFormat
@@ -31,6 +32,7 @@ from rnnmt.serving.batch.job import BatchJob, BatchResult, run
 from rnnmt.serving.batch.shards import merge
 from rnnmt.serving.client import TranslatorClient
 from rnnmt.serving.core.options import Decoding
+from rnnmt.serving.core.translator import TextHypothesis
 from rnnmt.serving.server.app import TranslationServer
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.training.export import export_package
@@ -156,6 +158,28 @@ def serving_health(port: int) -> bool:
             return False
 
 
+T = TypeVar("T")
+
+
+class Failing(GrpcBackend):
+    """A GrpcBackend that counts the calls that failed in a way the job retries."""
+
+    transient = 0
+
+    def open(self) -> ModelFacts:
+        return self._counted(super().open)
+
+    def translate(self, texts: Sequence[str]) -> list[list[TextHypothesis]]:
+        return self._counted(lambda: super(Failing, self).translate(texts))
+
+    def _counted(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except Transient:
+            self.transient += 1
+            raise
+
+
 class JobThread(threading.Thread):
     """A batch job on a thread; ``outcome`` is its result or the exception it raised."""
 
@@ -178,7 +202,7 @@ def test_a_server_killed_mid_job_stops_it_or_is_waited_for_and_nothing_is_lost(
     port = free_port()
     out = tmp_path / "out.en"
     server = start_server(package, port)
-    backend = GrpcBackend(f"127.0.0.1:{port}", "", Decoding(), timeout=30)
+    backend = Failing(f"127.0.0.1:{port}", "", Decoding(), timeout=30)
     job = BatchJob(source, out, chunk_lines=8, concurrency=4)
     try:
         wait_until(lambda: serving_health(port))
@@ -197,7 +221,8 @@ def test_a_server_killed_mid_job_stops_it_or_is_waited_for_and_nothing_is_lost(
         patient = JobThread(
             replace(job, retry=RetryPolicy(retries=40, backoff=0.1, max_backoff=1.0)), backend
         )
-        time.sleep(1.0)
+        retried = backend.transient
+        wait_until(lambda: backend.transient >= retried + 2)  # it is retrying
         assert committed_lines(out) == saved and patient.outcome is None
         server = start_server(package, port)
         patient.join(120)
@@ -405,9 +430,10 @@ def test_a_ray_job_gives_what_the_in_process_job_gives(
     assert_same_output(tmp_path / "ray" / "a.es", tmp_path / "a.es.local")
 
 
-def test_batch_does_not_import_torch() -> None:
+def test_batch_imports_neither_torch_nor_the_server() -> None:
     run_without_torch(
         "import rnnmt.serving.batch.job, rnnmt.serving.batch.backends, rnnmt.serving.batch.shards\n"
+        "assert not [m for m in sys.modules if m.startswith('rnnmt.serving.server')], 'server imported'\n"
         "from rnnmt.cli import build_parser\n"
         "build_parser().parse_args(['batch', 'in.txt', '--out', 'out.txt', '--model', 'm'])\n"
     )

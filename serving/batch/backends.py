@@ -1,7 +1,10 @@
-"""Where a batch job's texts are translated: rnnmt gRPC servers, or the engine in this process.
+"""Where a batch job's texts are translated: rnnmt gRPC servers through
+:class:`~rnnmt.serving.client.TranslatorClient`, or a model package's
+:class:`~rnnmt.serving.core.translator.Translator` in this process (never the server's code).
 
-Both backends resolve the decoding options exactly as the server does (0 / ``None`` = the model's
-default) and raise the same failures, so the job treats them alike:
+Both backends resolve the decoding options as the server does (0 / ``None`` = the model's default, see
+:meth:`~rnnmt.serving.core.options.SearchOptions.overlay`) and raise the same failures, so the job treats
+them alike:
 
 - :class:`Transient`: worth retrying later (``UNAVAILABLE``, ``RESOURCE_EXHAUSTED``, ``DEADLINE_EXCEEDED``);
 - :class:`Rejected`: the texts themselves were refused (``INVALID_ARGUMENT``: too long for the model; or a
@@ -16,22 +19,19 @@ to an ``ipv4:`` target; any gRPC target (``dns:``, ``ipv4:``, ``ipv6:``, ``unix:
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import grpc
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.client import bearer_metadata, decoding_message, open_channel
+from rnnmt.serving.client import MIB, TranslatorClient
 from rnnmt.serving.core.options import Decoding
-from rnnmt.serving.core.translator import TextHypothesis
-from rnnmt.serving.server.model_repository import find_packages, load_model
-from rnnmt.v1 import translator_pb2 as pb
-from rnnmt.v1 import translator_pb2_grpc as pb_grpc
+from rnnmt.serving.core.package import find_packages
+from rnnmt.serving.core.translator import TextHypothesis, Translator
 
 RETRYABLE = (
     grpc.StatusCode.UNAVAILABLE,
@@ -39,7 +39,7 @@ RETRYABLE = (
     grpc.StatusCode.DEADLINE_EXCEEDED,
 )
 TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
-MAX_MESSAGE_BYTES = 64 << 20  # the server's own limit (4 MiB by default) is the one that counts
+MAX_MESSAGE_BYTES = 64 * MIB  # the server's own limit (4 MiB by default) is the one that counts
 T = TypeVar("T")
 
 
@@ -56,7 +56,7 @@ class ModelFacts:
     """What a job records and checks about the model: its name, content version and request limit."""
 
     name: str
-    version: str  # the first 16 hex digits of the package manifest's sha256, as the server reports it
+    version: str  # the package's content version (ModelPackage.version), as the server reports it
     max_texts_per_request: int  # 0 = no limit
 
 
@@ -71,31 +71,33 @@ class Backend(Protocol):
 
 
 class EngineBackend:
-    """The onnxruntime engine of a model package (or of ``model_name`` in a model repository)."""
+    """The translator of a model package (or of ``model_name`` in a model repository, by default the first
+    by name) on onnxruntime with ``threads`` threads per call; loading it checks the decoding options."""
 
     def __init__(self, model_dir: Path, model_name: str, decoding: Decoding, threads: int = 1) -> None:
         packages = find_packages(model_dir)
         name = model_name or next(iter(packages))
         if name not in packages:
             raise RnnmtError(f"{model_dir} has no model {name!r}; it has: {', '.join(packages)}")
-        self.model = load_model(name, packages[name], threads, max_batch_rows=256)
-        self.options = self.model.default_options.overlay(decoding)
+        self.translator = Translator.from_package(packages[name], threads)
+        self.facts = ModelFacts(name, self.translator.version, 0)
+        self.options = self.translator.default_options.overlay(decoding)
         try:
-            self.model.engine.check_options(self.options)
+            self.translator.check_options(self.options)
         except RnnmtError as exc:
             raise RnnmtError(f"options.{exc}") from None
 
     def open(self) -> ModelFacts:
-        return ModelFacts(self.model.name, self.model.version, 0)
+        return self.facts
 
     def translate(self, texts: Sequence[str]) -> list[list[TextHypothesis]]:
         try:
-            return self.model.engine.translate(texts, self.options)
+            return self.translator.translate(texts, self.options)
         except RnnmtError as exc:
             raise Rejected(str(exc)) from None
 
     def close(self) -> None:
-        """Nothing to release: the engine goes with the object."""
+        """Nothing to release: the translator goes with the object."""
 
 
 def channel_target(servers: str) -> str:
@@ -122,10 +124,12 @@ def channel_target(servers: str) -> str:
 
 
 class GrpcBackend:
-    """Translate requests over one channel to ``servers``, each call with a ``timeout`` in seconds.
+    """A :class:`~rnnmt.serving.client.TranslatorClient` of ``servers`` (see :func:`channel_target`), each
+    call with a ``timeout`` in seconds and no retries of its own: the job retries :class:`Transient`
+    failures. A server that went away is reconnected to within seconds, however long it was down.
 
-    ``tls``, ``ca_file``, ``cert_file``, ``key_file`` and ``token`` are those of
-    :class:`~rnnmt.serving.client.TranslatorClient`: TLS / mutual TLS and a bearer token.
+    ``tls``, ``ca_file``, ``cert_file``, ``key_file`` and ``token`` are those of the client: TLS / mutual
+    TLS and a bearer token.
     """
 
     def __init__(
@@ -141,56 +145,53 @@ class GrpcBackend:
         key_file: Path | None = None,
         token: str = "",
     ) -> None:
-        self.target = channel_target(servers)
         self.model_name = model_name
         self.decoding = decoding
-        self.timeout = timeout
-        self._metadata = bearer_metadata(token)
-        options = [
-            ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            # notice a restarted server within seconds, however long it was down
-            ("grpc.initial_reconnect_backoff_ms", 250),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-        ]
         try:
-            self._channel = open_channel(
-                self.target, options, tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file
+            self.client = TranslatorClient(
+                channel_target(servers),
+                timeout=timeout,
+                retries=0,
+                tls=tls,
+                ca_file=ca_file,
+                cert_file=cert_file,
+                key_file=key_file,
+                token=token,
+                max_message_bytes=MAX_MESSAGE_BYTES,
+                reconnect_backoff=0.25,
+                max_reconnect_backoff=2.0,
             )
         except OSError as exc:
             raise RnnmtError(f"cannot read a TLS file: {exc}") from None
-        self._stub = pb_grpc.TranslatorStub(self._channel)
 
     def open(self) -> ModelFacts:
-        info = self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model=self.model_name))
+        info = self._call(lambda: self.client.model_info(self.model_name))
         model = next(m for m in info.models if m.name == (self.model_name or info.default_model))
         self.model_name = model.name
         try:  # an empty text checks the options without translating anything
-            self._call(self._stub.Translate, self._request([""]))
+            self.translate([""])
         except Rejected as exc:
-            raise RnnmtError(f"{self.target}: {exc}") from None
+            raise RnnmtError(f"{self.client.target}: {exc}") from None
         return ModelFacts(model.name, model.version, model.limits.max_texts_per_request)
 
     def translate(self, texts: Sequence[str]) -> list[list[TextHypothesis]]:
-        response = self._call(self._stub.Translate, self._request(texts))
-        return [[TextHypothesis(h.text, h.score) for h in t.hypotheses] for t in response.translations]
+        translations = self._call(
+            lambda: self.client.translate(texts, self.model_name, **asdict(self.decoding))
+        )
+        return [[TextHypothesis(h.text, h.score) for h in t.hypotheses] for t in translations]
 
     def close(self) -> None:
-        self._channel.close()
+        self.client.close()
 
-    def _request(self, texts: Sequence[str]) -> pb.TranslateRequest:
-        return pb.TranslateRequest(
-            texts=list(texts), model=self.model_name, options=decoding_message(self.decoding)
-        )
-
-    def _call(self, method: Callable[..., T], request: object) -> T:
+    def _call(self, call: Callable[[], T]) -> T:
+        """``call()`` with its gRPC failure classified: :class:`Rejected`, :class:`Transient` or an
+        :class:`~rnnmt.errors.RnnmtError`."""
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            return call()
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ""
             if code == grpc.StatusCode.INVALID_ARGUMENT or "larger than max" in details:
                 raise Rejected(details) from None
             if code in RETRYABLE:
                 raise Transient(f"{code.name}: {details}") from None
-            raise RnnmtError(f"{self.target}: {code.name}: {details}") from None
+            raise RnnmtError(f"{self.client.target}: {code.name}: {details}") from None

@@ -38,6 +38,11 @@ def errors_path(output: Path) -> Path:
     return output.with_name(output.name + ".errors.jsonl")
 
 
+def error_record(line: int, reason: str) -> str:
+    """The line of an errors file for input line ``line`` (counted from 0) that failed for ``reason``."""
+    return json.dumps({"line": line + 1, "reason": reason}, ensure_ascii=False) + "\n"
+
+
 @dataclass(frozen=True)
 class JobState:
     """The content of a progress file; see the module docstring."""
@@ -173,10 +178,7 @@ class Checkpoint:
         if failures:
             if self._errors is None:
                 self._errors = _open_at(errors_path(self.output), 0)
-            records = "".join(
-                json.dumps({"line": line + 1, "reason": reason}, ensure_ascii=False) + "\n"
-                for line, reason in failures
-            ).encode()
+            records = "".join(error_record(line, reason) for line, reason in failures).encode()
             self._errors.write(records)
             self._errors.flush()
             os.fsync(self._errors.fileno())

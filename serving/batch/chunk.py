@@ -3,8 +3,10 @@ backend refuses, and render the output lines.
 
 A chunk goes to the backend as one request. Transient failures are retried with exponential backoff and
 jitter, up to a limit. If the request is refused (:class:`Rejected`), its texts are sent again one by one,
-so only the lines at fault fail: each becomes a :class:`Failure` and an empty translation. Blank lines
-stay blank and are never sent; lines that cannot be read in their format fail without being sent.
+so only the lines at fault fail: each is listed with its reason and gets an empty translation. Blank
+lines stay blank and are never sent; lines that cannot be read in their format fail without being sent.
+Any other text is sent, a blank one too (a TSV cell, a JSONL field): the translator gives a text without
+pieces one empty translation scored 0.
 """
 
 from __future__ import annotations
@@ -108,14 +110,9 @@ def translate_chunk(
         if not line.strip():
             continue
         try:
-            text = fmt.source(line)
+            todo.append((i, line, fmt.source(line)))
         except LineError as exc:
             failures.append((i, f"the line {exc}"))
-            continue
-        if text.strip():
-            todo.append((i, line, text))
-        else:
-            lines[i] = fmt.render(line, [TextHypothesis("", 0.0)])
     if todo:
         results = translate_texts(backend, [text for _, _, text in todo], retry, stop)
         for (i, line, _), result in zip(todo, results, strict=True):

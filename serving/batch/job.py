@@ -28,13 +28,15 @@ from typing import TextIO
 from rnnmt.errors import RnnmtError
 from rnnmt.progress import Progress
 from rnnmt.scoring import Scores, score
-from rnnmt.serving.batch.backends import Backend, Decoding
+from rnnmt.serving.batch.backends import Backend
 from rnnmt.serving.batch.checkpoint import Checkpoint, JobState
 from rnnmt.serving.batch.chunk import ChunkResult, RetryPolicy, translate_chunk
 from rnnmt.serving.batch.formats import LineFormat
 from rnnmt.serving.batch.shards import shard_range
+from rnnmt.serving.core.options import Decoding
 
 BLOCK_BYTES = 1 << 20
+CHUNK_LINES = 64  # lines per request, by default
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class BatchJob:
     fmt: LineFormat = field(default_factory=LineFormat)
     decoding: Decoding = field(default_factory=Decoding)
     shard: tuple[int, int] = (1, 1)
-    chunk_lines: int = 64
+    chunk_lines: int = CHUNK_LINES
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     restart: bool = False
@@ -84,6 +86,11 @@ def scan(path: Path) -> InputFacts:
     return InputFacts(lines + (last != b"\n"), size, digest.hexdigest())
 
 
+def strip_line_end(raw: bytes) -> bytes:
+    """An input line without its "\\n" and a "\\r" before it."""
+    return raw.removesuffix(b"\n").removesuffix(b"\r")
+
+
 def line_offset(path: Path, line: int) -> int:
     """The byte offset where line ``line`` (from 0) of ``path`` starts."""
     offset, remaining = 0, line
@@ -113,13 +120,13 @@ def read_chunks(path: Path, offset: int, line: int, end_line: int, size: int) ->
     with path.open("rb") as f:
         f.seek(offset)
         while line < end_line:
-            lines = []
+            lines: list[bytes] = []
             for _ in range(min(size, end_line - line)):
                 raw = f.readline()
                 if not raw:
                     raise RnnmtError(f"{path} ended before line {line + len(lines) + 1}: it changed")
                 offset += len(raw)
-                lines.append(raw.removesuffix(b"\n").removesuffix(b"\r"))
+                lines.append(strip_line_end(raw))
             yield Chunk(line, lines, offset)
             line += len(lines)
 
@@ -204,7 +211,7 @@ def _translate(
             raise RnnmtError(f"cannot write {exc.filename or job.output}: {exc.strerror}") from None
         translated += len(chunk.lines)
         failed = checkpoint.state.failed
-        progress.update(translated, **resumed, **({"failed": f"{failed:,}"} if failed else {}))
+        progress.update(translated, None, False, **resumed, **({"failed": f"{failed:,}"} if failed else {}))
 
     pending: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
     pool = ThreadPoolExecutor(job.concurrency, thread_name_prefix="rnnmt-batch")
@@ -217,7 +224,7 @@ def _translate(
         while pending:
             commit(*pending.popleft())
         checkpoint.finish()
-        progress.update(translated, force=True, **resumed)
+        progress.update(translated, None, True, **resumed)
     except BaseException:
         stop.set()
         if first_error:
@@ -233,7 +240,7 @@ def score_output(job: BatchJob, state: JobState, reference: Path) -> Scores:
     """BLEU and chrF of the job's translations against ``reference`` (one line per input line)."""
     try:
         with reference.open("rb") as f:
-            references = [raw.removesuffix(b"\n").removesuffix(b"\r").decode() for raw in f]
+            references = [strip_line_end(raw).decode() for raw in f]
         with job.output.open("rb") as f:
             hypotheses = [job.fmt.translation(raw.removesuffix(b"\n").decode()) for raw in f]
     except (OSError, UnicodeDecodeError) as exc:

@@ -24,7 +24,6 @@ only when complete, and inputs whose output exists are skipped; for checkpoints 
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -39,10 +38,10 @@ from ray.data.datasource import FileBasedDatasource
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.batch.backends import EngineBackend
-from rnnmt.serving.batch.checkpoint import errors_path
+from rnnmt.serving.batch.checkpoint import error_record, errors_path
 from rnnmt.serving.batch.chunk import RetryPolicy, translate_chunk
 from rnnmt.serving.batch.formats import LineFormat
-from rnnmt.serving.batch.job import BLOCK_BYTES, scan
+from rnnmt.serving.batch.job import BLOCK_BYTES, CHUNK_LINES, scan, strip_line_end
 from rnnmt.serving.core.options import Decoding
 
 
@@ -58,12 +57,12 @@ class LineDatasource(FileBasedDatasource):
         number, rest, lines = 0, b"", []
         while data := f.read(BLOCK_BYTES):
             *complete, rest = (rest + data).split(b"\n")
-            lines += [raw.removesuffix(b"\r") for raw in complete]
+            lines += [strip_line_end(raw) for raw in complete]
             while len(lines) >= self.block_lines:
                 yield self._block(number, lines[: self.block_lines])
                 number, lines = number + self.block_lines, lines[self.block_lines :]
         if rest:
-            lines.append(rest.removesuffix(b"\r"))
+            lines.append(strip_line_end(rest))
         if lines:
             yield self._block(number, lines)
 
@@ -130,7 +129,7 @@ class _OutputFile:
         self.result.lines += 1
         if error:
             self.result.failed += 1
-            self.errors.append(json.dumps({"line": line + 1, "reason": error}, ensure_ascii=False) + "\n")
+            self.errors.append(error_record(line, error))
 
     def finish(self) -> FileResult:
         self.file.close()
@@ -157,7 +156,7 @@ def translate_files(
     decoding: Decoding | None = None,
     fmt: LineFormat | None = None,
     workers: int = 2,
-    chunk_lines: int = 64,
+    chunk_lines: int = CHUNK_LINES,
     engine_threads: int = 1,
 ) -> dict[Path, FileResult]:
     """Translate each input file into ``out_dir`` on the Ray cluster this process is connected to (a

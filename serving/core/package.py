@@ -1,4 +1,4 @@
-"""Model packages: the directory `rnnmt export` writes and the server loads, verified before use.
+"""Model packages: what `rnnmt export` writes and the server and batch jobs load, verified before use.
 
 A package holds ``encoder.onnx``, ``decoder.onnx`` (one decoder step), the SentencePiece model(s) and
 ``manifest.json``. The manifest records the format, the model and tokenizer facts the engine needs, how
@@ -105,6 +105,7 @@ class ModelPackage:
 
     root: Path
     manifest: Manifest
+    version: str  # the content version: the first 16 hex digits of the manifest file's sha256
 
     @property
     def encoder_path(self) -> Path:
@@ -190,6 +191,24 @@ def verify_file(root: Path, name: str, record: Any) -> None:
         )
 
 
+def find_packages(model_dir: Path) -> dict[str, Path]:
+    """Model name → package folder, sorted by name; an :class:`RnnmtError` if there is none.
+
+    ``model_dir`` is a *model repository*, one package folder per model named after the model (hidden
+    folders skipped), or itself a package (it holds ``manifest.json``), named after its folder. The
+    folders are not verified here: :func:`load_package` does that.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise RnnmtError(f"model directory not found: {model_dir}")
+    if (model_dir / MANIFEST_FILE).is_file():
+        return {model_dir.resolve().name: model_dir}
+    found = {p.name: p for p in sorted(model_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    if not found:
+        raise RnnmtError(f"{model_dir} holds no model package (folders with {MANIFEST_FILE})")
+    return found
+
+
 def load_package(root: Path) -> ModelPackage:
     """Read and verify a package directory; any problem is an :class:`RnnmtError` naming the file."""
     root = Path(root)
@@ -198,14 +217,15 @@ def load_package(root: Path) -> ModelPackage:
         raise RnnmtError(f"model package not found: {root} is not a directory")
     if not manifest_path.is_file():
         raise RnnmtError(f"{root} is not a model package: {MANIFEST_FILE} is missing")
+    data = manifest_path.read_bytes()
     try:
-        values = json.loads(manifest_path.read_text(encoding="utf-8"))
+        values = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RnnmtError(f"{manifest_path} is not valid JSON (truncated or damaged?): {exc}") from exc
     manifest = parse_manifest(values, str(manifest_path))
     for name, record in manifest.files.items():
         verify_file(root, name, record)
-    return ModelPackage(root, manifest)
+    return ModelPackage(root, manifest, hashlib.sha256(data).hexdigest()[:16])
 
 
 def record_evaluation(root: Path, name: str, record: dict[str, Any]) -> Manifest:
