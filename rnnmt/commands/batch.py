@@ -1,0 +1,169 @@
+"""`rnnmt batch INPUT --out OUT`: translate a whole file, streamed, resumable and sharded; and
+`rnnmt batch merge SHARD... --out OUT`: put the outputs of a sharded job back together.
+
+`merge` is recognised as the first word after `batch` (:class:`~rnnmt.commands.common.CommandParser`),
+so each form has its own flags and help; an input file named ``merge`` is given as ``./merge``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rnnmt.commands.common import add_client_security_options, add_decoding_options, client_security, decoding
+from rnnmt.errors import RnnmtError
+
+if TYPE_CHECKING:
+    from rnnmt.serving.batch.backends import Backend
+    from rnnmt.serving.core.options import Decoding
+
+FAILED_EXIT_CODE = 3  # the job finished, but some lines failed and were left empty
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "batch",
+        help="translate a whole file with a server or in-process: streamed, resumable, sharded",
+        usage="%(prog)s INPUT --out OUT [options]\n       %(prog)s merge SHARD... --out OUT",
+        description="Translate INPUT (one segment per line: plain text, a TSV column or a JSONL field) "
+        "into --out, one output line per input line, in order. Progress is checkpointed in OUT.progress: "
+        "a job stopped at any moment resumes where it was when run again, every line exactly once. "
+        "Lines the model refuses are left empty and listed in OUT.errors.jsonl (exit code 3). "
+        "With --n-best above 1, each output line adds the n-best (text, score) pairs.",
+        epilog="rnnmt batch merge SHARD... --out OUT puts the outputs of the --shard K/N jobs of one "
+        "file together (see rnnmt batch merge --help); an INPUT file named merge is written ./merge.",
+    )
+    parser.add_argument("input", type=Path, metavar="INPUT", help="the file to translate")
+    parser.add_argument("--out", type=Path, required=True, help="output file")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--server",
+        help="HOST:PORT; several as a comma-separated list, or a DNS name with several addresses "
+        "(load spread round robin); or a gRPC target (dns:, ipv4:, unix:)",
+    )
+    where.add_argument("--model", type=Path, help="translate in this process with this model package")
+    parser.add_argument(
+        "--model-name", default="", help="model name (default: the server's / repository's default)"
+    )
+    parser.add_argument(
+        "--tsv-column", type=int, help="translate this TSV column (from 1); default for .tsv: 1"
+    )
+    parser.add_argument("--jsonl-field", help="translate this JSONL field; default for .jsonl: text")
+    parser.add_argument("--output-field", help="JSONL field for the translation (default: translation)")
+    add_decoding_options(parser)
+    parser.add_argument("--chunk-lines", type=int, default=64, help="lines per request")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="requests in flight (0 = 8 with --server, one per core in-process)",
+    )
+    parser.add_argument(
+        "--engine-threads", type=int, default=1, help="onnxruntime threads per request in-process"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="deadline of each request, in seconds (0 = none)"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=8,
+        help="retries of a request on UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED (backoff from 0.5 s to 30 s)",
+    )
+    add_client_security_options(parser)  # with --server
+    parser.add_argument(
+        "--shard", default="1/1", help="K/N: translate only the K-th of N equal ranges of lines"
+    )
+    parser.add_argument(
+        "--restart", action="store_true", help="start over, ignoring and replacing OUT.progress"
+    )
+    parser.add_argument(
+        "--reference", type=Path, help="print BLEU and chrF against these references at the end"
+    )
+    parser.set_defaults(func=run)
+
+    merge = parser.add_command(
+        "merge",
+        description="Concatenate the finished outputs of the --shard K/N jobs of one file into OUT, "
+        "and their errors into OUT.errors.jsonl (exit code 3 when some lines failed).",
+    )
+    merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD", help="the output of each shard job")
+    merge.add_argument("--out", type=Path, required=True, help="the merged file")
+    merge.set_defaults(func=run_merge)
+
+
+def open_backend(args: argparse.Namespace, options: Decoding) -> Backend:
+    """Where the job translates: the servers of --server, or the engine of --model in this process."""
+    from rnnmt.serving.batch.backends import EngineBackend, GrpcBackend
+
+    if args.server:
+        return GrpcBackend(
+            args.server, args.model_name, options, args.timeout or None, **client_security(args)
+        )
+    return EngineBackend(args.model, args.model_name, options, args.engine_threads)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Translate INPUT into --out (resuming a job stopped before), and report."""
+    from rnnmt.serving.batch.checkpoint import errors_path
+    from rnnmt.serving.batch.chunk import RetryPolicy
+    from rnnmt.serving.batch.formats import line_format
+    from rnnmt.serving.batch.job import BatchJob, score_output
+    from rnnmt.serving.batch.job import run as run_job
+    from rnnmt.serving.batch.shards import parse_shard
+
+    if (args.server is None) == (args.model is None):
+        raise RnnmtError("give --server HOST:PORT (a server) or --model DIR (in this process)")
+    options = decoding(args)
+    fmt = line_format(
+        args.input, args.tsv_column, args.jsonl_field, args.output_field, max(1, options.n_best)
+    )
+    job = BatchJob(
+        args.input,
+        args.out,
+        fmt,
+        options,
+        parse_shard(args.shard),
+        args.chunk_lines,
+        args.concurrency or (8 if args.server else len(os.sched_getaffinity(0))),
+        RetryPolicy(retries=args.retries),
+        args.restart,
+    )
+    backend = open_backend(args, options)
+    try:
+        result = run_job(job, backend)
+    finally:
+        backend.close()
+    state = result.state
+    if result.already_done:
+        print(f"{job.output} is already complete ({state.lines:,} lines); --restart translates it again")
+    else:
+        resumed = state.lines - result.translated
+        print(
+            f"translated {result.translated:,} lines in {result.seconds:.1f} s "
+            f"({result.translated / max(result.seconds, 1e-9):,.1f} lines/s)"
+            + (f", resuming after {resumed:,} done before" if resumed else "")
+            + f" → {job.output}"
+        )
+    if state.failed:
+        print(
+            f"{state.failed:,} line{'s' * (state.failed != 1)} failed (left empty): see {errors_path(job.output)}"
+        )
+    if args.reference:
+        print(score_output(job, state, args.reference).report())
+    if state.failed:
+        raise SystemExit(FAILED_EXIT_CODE)
+
+
+def run_merge(args: argparse.Namespace) -> None:
+    """Merge the shard outputs into --out, and report."""
+    from rnnmt.serving.batch.checkpoint import errors_path
+    from rnnmt.serving.batch.shards import merge
+
+    merged = merge(args.shards, args.out)
+    print(f"merged {len(args.shards)} shards: {merged.lines:,} lines → {args.out}")
+    if merged.failed:
+        print(f"{merged.failed:,} line{'s' * (merged.failed != 1)} failed: see {errors_path(args.out)}")
+        raise SystemExit(FAILED_EXIT_CODE)
