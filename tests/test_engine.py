@@ -136,11 +136,24 @@ def test_empty_and_whitespace_texts_are_not_translated(engine: Translator) -> No
     assert engine.translate(["", " "], SearchOptions()) == [[TextHypothesis("", 0.0)]] * 2
 
 
-def test_unknown_characters_and_a_single_token(engine: Translator, one_piece_word: str) -> None:
-    assert UNK_ID in engine.tokenize(["你好世界"])[0]
-    unknown, single = engine.translate(["你好世界", one_piece_word], SearchOptions(beam_size=5))
-    assert len(unknown) == len(single) == 1
-    assert unknown[0].score < 0 and single[0].score < 0
+def test_unknown_characters_and_a_single_token(
+    packages: Callable[[str, str | None], tuple[Path, Path]], engine: Translator, one_piece_word: str
+) -> None:
+    """A source of unknown characters and a one-piece source are translated as the PyTorch reference
+    translates them, texts and scores."""
+    texts = ["你好世界", one_piece_word]
+    sources = engine.tokenize(texts)
+    assert UNK_ID in sources[0] and len(sources[1]) == 2
+    options = SearchOptions(beam_size=5)
+    expected = beam_search(TorchBackend(load_model(packages(MAIN, None)[0]).model), sources, options)
+    assert_same(expected, engine.translate_ids(sources, options))
+    results = engine.translate(texts, options)
+    assert [[h.text for h in hyps] for hyps in results] == [
+        engine.detokenize([hyps[0].tokens]) for hyps in expected
+    ]
+    assert [hyps[0].score for hyps in results] == pytest.approx(
+        [hyps[0].score for hyps in expected], abs=1e-4
+    )
 
 
 def test_longest_allowed_input_and_one_over(engine: Translator, one_piece_word: str) -> None:

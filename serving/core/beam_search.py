@@ -155,7 +155,8 @@ class BeamSearch:
         self.state = self.backend.take(state, prev_rows.reshape(-1))
 
     def drop(self, sources: Sequence[int]) -> None:
-        """Stop searching these batch indices (their results stay empty); the others are unaffected."""
+        """Stop searching these batch indices: those still searched get no results (a sentence already
+        finished keeps its own); the others are unaffected."""
         dropped = np.isin(self.alive, sources)
         for i in self.alive[dropped]:
             self.finished[i] = []
