@@ -43,7 +43,7 @@ def variant_config(config_path: Path, input_feeding: bool) -> Iterator[RunConfig
 def throughput(config_path: Path, input_feeding: bool, steps: int, warmup: int) -> tuple[float, int]:
     """(target tokens/s over ``steps`` steps after ``warmup`` steps, parameter count)."""
     with variant_config(config_path, input_feeding) as config:
-        trainer = Trainer(config, resume=False)
+        trainer = Trainer(config)  # a new run folder: nothing to resume, the shared tokenizers kept
         batches = iter(make_batches(trainer.examples, config.train.batch_tokens, config.train.seed, 0))
         trainer.model.train()
         for _ in range(warmup):
@@ -59,7 +59,7 @@ def timed_run(config_path: Path, input_feeding: bool, minutes: float) -> TrainRe
     """A fresh training run of ``minutes`` wall-clock minutes; its best dev BLEU is the final one or better."""
     with variant_config(config_path, input_feeding) as config:
         config.train.max_minutes = minutes
-        return Trainer(config, resume=False).train()
+        return Trainer(config).train()
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def load_translator(model: Path, max_batch_rows: int = 256) -> Translator:
 
         return Translator.from_package(model, max_batch_rows=max_batch_rows)
     from rnnmt.training.checkpoint import load_model
-    from rnnmt.training.evaluate import reference_translator
+    from rnnmt.training.reference import reference_translator
 
     return reference_translator(load_model(model), max_batch_rows)
 

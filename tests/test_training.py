@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,10 +19,10 @@ from rnnmt.cli import main
 from rnnmt.errors import RnnmtError
 from rnnmt.evaluation import evaluate, load_translator
 from rnnmt.serving.core.options import SearchOptions
-from rnnmt.training.allocator import keep_freed_memory
+from rnnmt.training import trainer as trainer_module
 from rnnmt.training.checkpoint import load_model
 from rnnmt.training.config import config_from_dict, load_config
-from rnnmt.training.evaluate import reference_translator
+from rnnmt.training.reference import reference_translator
 from rnnmt.training.trainer import train
 
 
@@ -80,12 +82,34 @@ def test_resumed_run_equals_uninterrupted_run(toy_data: Path, tmp_path: Path) ->
     }
 
 
-def test_time_budget_stops_cleanly_and_keeps_the_best(toy_data: Path, tmp_path: Path) -> None:
-    values = tiny_config(toy_data, tmp_path / "run", max_steps=0, max_minutes=0.05, validate_every=1000)
-    result = train(config_from_dict(values))
-    assert 0 < result.steps < 10_000
-    assert result.minutes >= 0.05
-    assert load_model(result.best_checkpoint).meta["step"] == result.steps
+def test_time_budget_stops_at_the_first_step_past_it_and_a_resumed_run_counts_the_earlier_time(
+    toy_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer's clock is a fake one that advances one second per optimizer step: a quarter-minute
+    budget stops after exactly 15 steps, which are validated and kept; raised to half a minute, the
+    resumed run trains the 15 seconds left, not 30."""
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    step = trainer_module.Trainer.train_step
+
+    def ticking_step(self: trainer_module.Trainer, batch: list[int]) -> tuple[float, int]:
+        clock.now += 1.0
+        return step(self, batch)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", ticking_step)
+    for minutes, steps in [(0.25, 15), (0.5, 30)]:
+        values = tiny_config(
+            toy_data, tmp_path / "run", max_steps=0, max_minutes=minutes, validate_every=1000
+        )
+        result = train(config_from_dict(values))
+        assert result.steps == steps
+        assert result.minutes == minutes
+        assert load_model(result.best_checkpoint).meta["step"] == steps
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["minutes"]) for r in records if "dev_bleu" in r and not r.get("averaged")] == [
+        (15, 0.25),
+        (30, 0.5),
+    ]
 
 
 def test_two_process_data_parallel_training(toy_data: Path, tmp_path: Path) -> None:
@@ -169,9 +193,44 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
         load_config(path)
 
 
+MALLOC_PROBE = """
+import ctypes
+import json
+
+from rnnmt.training.allocator import keep_freed_memory
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"
+    )]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+
+def probe():
+    block = libc.malloc(64 << 20)
+    held = libc.mallinfo2()
+    libc.free(block)
+    return {"mmapped": held.hblkhd, "heap_after_free": libc.mallinfo2().arena}
+
+print(json.dumps({"before": probe(), "applied": keep_freed_memory(), "after": probe()}))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
 def test_glibc_keeps_freed_memory_for_training() -> None:
-    # Both mallopt calls must take effect on glibc, or training runs 1.3-1.4× slower (training/allocator.py).
-    assert keep_freed_memory()
+    """Both mallopt settings take effect, or training runs 1.3-1.4× slower (training/allocator.py): a
+    64 MiB block comes from mmap before them and from the heap after (M_MMAP_MAX), and the heap keeps it
+    once freed (M_TRIM_THRESHOLD). In a fresh interpreter: the settings are the whole process's."""
+    done = subprocess.run([sys.executable, "-c", MALLOC_PROBE], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    block = 64 << 20
+    assert found["before"]["mmapped"] >= block and found["before"]["heap_after_free"] < block, found
+    assert found["applied"] is True
+    assert found["after"]["mmapped"] < block and found["after"]["heap_after_free"] >= block, found
 
 
 def test_train_with_missing_data_names_it_and_leaves_no_run_folder(
@@ -186,3 +245,70 @@ def test_train_with_missing_data_names_it_and_leaves_no_run_folder(
     assert err.startswith("rnnmt: error: data.train: ")
     assert str(tmp_path / "nowhere" / "train.es") in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_shows_its_lines_and_restart_starts_the_run_over(
+    toy_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rnnmt.tokenizers.sentencepiece import Tokenizer
+
+    run = tmp_path / "run"
+    values = tiny_config(toy_data, run, max_steps=20, validate_every=10, log_every=5)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(values))
+    rnnmt = Path(sys.executable).with_name("rnnmt")
+    proc = subprocess.run([str(rnnmt), "train", str(config)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Logging unconfigured (the command's case): the trainer's lines on stdout, as print showed them.
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("model: ") and lines[0].endswith(" training pairs; 1 process(es)")
+    assert [line.split(":")[0] for line in lines[1:4]] == ["step 10", "step 20", "averaged 2 checkpoints"]
+    assert lines[4].startswith("trained 20 steps in ") and len(lines) == 5
+    assert (run / "averaged.pt").is_file() and (run / "checkpoints" / "step-20.pt").is_file()
+    assert Tokenizer.load(run / "tokenizer" / "joint.model").vocab_size == 41  # 60 asked, 41 supported
+
+    # A restart with another vocabulary and fewer steps: nothing of the first run is left or reused.
+    values["tokenizer"]["vocab_size"] = 36
+    values["train"].update(max_steps=5, validate_every=5)
+    config.write_text(yaml.safe_dump(values))
+    with caplog.at_level("INFO", logger="rnnmt.training"):
+        assert main(["train", str(config), "--restart"]) == 0
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "rnnmt.training.trainer"] == [
+        "model",
+        "step 5",
+    ]
+    assert Tokenizer.load(run / "tokenizer" / "joint.model").vocab_size == 36
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 5]  # one loss record, one validation
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-5.pt"]
+    assert not (run / "averaged.pt").exists()
+    best = load_model(run / "best.pt")
+    assert best.meta["step"] == 5 and best.src_tokenizer.vocab_size == 36
+
+
+def test_a_too_small_vocab_size_names_the_option_and_a_size_that_works(
+    toy_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    from rnnmt.tokenizers.sentencepiece import train_sentencepiece
+
+    values = tiny_config(toy_data, tmp_path / "run")
+    values["tokenizer"]["vocab_size"] = 20
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(values))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    found = re.fullmatch(
+        r"rnnmt: error: tokenizer\.vocab_size 20 is too small: .* need (\d+) pieces; "
+        r"set tokenizer\.vocab_size to \1 or more \(thousands for a real corpus\)\n",
+        err,
+    )
+    assert found, err
+    texts = [p.src for p in toy_pairs()] + [p.tgt for p in toy_pairs()]
+    needed = int(found[1])
+    for model_type in ("unigram", "bpe"):
+        assert train_sentencepiece(texts, tmp_path / "ok.model", needed, model_type).vocab_size == needed
+        for size in (needed - 1, 1, 0):  # under 4 SentencePiece itself fails before counting characters
+            with pytest.raises(RnnmtError, match=rf"vocab_size {size} is too small: .* need {needed} pieces"):
+                train_sentencepiece(texts, tmp_path / "small.model", size, model_type)

@@ -7,6 +7,7 @@ ids everywhere. Special ids are fixed for every model rnnmt trains: pad 0, unk 1
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +20,11 @@ UNK_ID = 1
 BOS_ID = 2
 EOS_ID = 3
 MODEL_TYPES = ("unigram", "bpe")
+SPECIAL_PIECES = 4  # pad, unk, bos, eos
+
+# SentencePiece's message when the vocabulary cannot hold the corpus's characters and the special pieces:
+# "Vocabulary size is smaller than required_chars. 30 vs 32. ..." (asked vs needed).
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. *\d+ vs (\d+)")
 
 
 class Tokenizer:
@@ -54,9 +60,6 @@ class Tokenizer:
         """Texts of id sequences; special ids are skipped."""
         return self._sp.decode([[i for i in seq if i > EOS_ID] for seq in ids])
 
-    def pieces(self, text: str) -> list[str]:
-        return self._sp.encode(text, out_type=str)
-
 
 def train_sentencepiece(
     texts: Iterable[str],
@@ -69,27 +72,49 @@ def train_sentencepiece(
     """Train a SentencePiece model on ``texts`` and write it to ``model_file`` (``*.model``).
 
     A vocab size larger than the corpus supports is lowered to what it supports (tiny corpora in tests).
+    One too small to hold the corpus's characters and the special pieces is an :class:`RnnmtError` that
+    names ``tokenizer.vocab_size`` and the smallest size that works; any other failure of SentencePiece
+    is an :class:`RnnmtError` too.
     """
     if model_type not in MODEL_TYPES:
         raise RnnmtError(f"tokenizer model_type must be one of {MODEL_TYPES}, not {model_type!r}")
     model_file.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=buffer,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        character_coverage=character_coverage,
-        input_sentence_size=seed_sentences,
-        shuffle_input_sentence=True,
-        hard_vocab_limit=False,
-        pad_id=PAD_ID,
-        unk_id=UNK_ID,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-        normalization_rule_name="nmt_nfkc",
-        num_threads=2,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts),
+            model_writer=buffer,
+            # Under SPECIAL_PIECES SentencePiece fails before counting the characters, so it would not
+            # say what size works; with SPECIAL_PIECES it fails after (any text needs more), and says.
+            vocab_size=max(vocab_size, SPECIAL_PIECES),
+            model_type=model_type,
+            character_coverage=character_coverage,
+            input_sentence_size=seed_sentences,
+            shuffle_input_sentence=True,
+            hard_vocab_limit=False,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            normalization_rule_name="nmt_nfkc",
+            num_threads=2,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        needed = _TOO_SMALL.search(str(exc))
+        if needed:
+            raise _too_small(vocab_size, int(needed[1]), character_coverage, model_file) from None
+        raise RnnmtError(f"SentencePiece could not train {model_file}: {exc}") from None
+    tokenizer = Tokenizer(buffer.getvalue(), str(model_file))
+    if vocab_size < SPECIAL_PIECES:  # trained with SPECIAL_PIECES: the size that works
+        raise _too_small(vocab_size, tokenizer.vocab_size, character_coverage, model_file)
     model_file.write_bytes(buffer.getvalue())
-    return Tokenizer(buffer.getvalue(), str(model_file))
+    return tokenizer
+
+
+def _too_small(vocab_size: int, needed: int, character_coverage: float, model_file: Path) -> RnnmtError:
+    return RnnmtError(
+        f"tokenizer.vocab_size {vocab_size} is too small: the characters of the text {model_file.name} is "
+        f"trained on (at character_coverage {character_coverage}) and the {SPECIAL_PIECES} special pieces "
+        f"alone need {needed} pieces; set tokenizer.vocab_size to {needed} or more (thousands for a real corpus)"
+    )

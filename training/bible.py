@@ -440,9 +440,11 @@ def _runs(
     }
     flagged = {(book, chapter + delta) for book, chapter in suspicious for delta in (-1, 0, 1)}
     run: list[Key] = []
-    previous = None
+    previous: tuple[str, int] | None = None  # the chapter before; set whenever ``run`` holds verses
     for chapter, verses in chapters.items():
-        if run and not (chapter in flagged and previous in flagged and chapter[0] == previous[0]):
+        if run and not (
+            chapter in flagged and previous in flagged and previous is not None and chapter[0] == previous[0]
+        ):
             yield run, previous in flagged
             run = []
         run.extend(verses)

@@ -23,7 +23,7 @@ SCHEDULERS = ("plateau", "inverse_sqrt", "constant")
 class DataConfig:
     train: str = "data/train"  # prefix: <train>.<src_lang> and <train>.<tgt_lang>
     dev: str = "data/dev"
-    test: str = ""
+    test: str = ""  # not read by training: the run's test split, for the record
     src_lang: str = "es"
     tgt_lang: str = "en"
     max_train_tokens: int = 100  # training pairs longer than this (in pieces, either side) are skipped
@@ -54,7 +54,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1
-    batch_tokens: int = 4000  # target tokens per batch
+    batch_tokens: int = 4000  # padded source+target pieces per batch (rows × the longest row's both sides)
     max_steps: int = 0  # 0 = no limit
     max_epochs: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # wall-clock budget; 0 = none

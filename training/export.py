@@ -319,7 +319,7 @@ def build_package(
             f"{diffs['encoder']:.3g}, decoder {diffs['decoder']:.3g}; tolerance {TOLERANCE}); "
             f"try another opset than {opset}"
         )
-    verification = {
+    verification: dict[str, Any] = {
         "tolerance": TOLERANCE,
         "encoder_max_abs_diff": diffs["encoder"],
         "decoder_max_abs_diff": diffs["decoder"],

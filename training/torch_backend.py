@@ -30,7 +30,8 @@ def scored_topk(
     log_probs = torch.log_softmax(logits, dim=-1)
     eos = log_probs[:, EOS_ID : EOS_ID + 1] + eos_bias.unsqueeze(1)
     log_probs = torch.cat([log_probs[:, :EOS_ID], eos, log_probs[:, EOS_ID + 1 :]], dim=1)
-    return torch.topk(log_probs + beam_scores.unsqueeze(1), k, dim=-1)
+    # A 0-d tensor k works (the export traces it as a graph input, so k stays dynamic); the stub says int.
+    return torch.topk(log_probs + beam_scores.unsqueeze(1), k, dim=-1)  # type: ignore[arg-type]
 
 
 class TorchBackend:

@@ -7,19 +7,27 @@ checkpoint averaging at the end. ``latest.pt`` lets an interrupted run resume ex
 (model, optimizer, schedule, RNG and data position). Under ``torchrun`` it trains data-parallel.
 
 Run folder: ``tokenizer/``, ``checkpoints/step-N.pt`` (best k), ``best.pt``, ``latest.pt``,
-``averaged.pt``, ``metrics.jsonl``.
+``averaged.pt``, ``metrics.jsonl``. A run started with ``resume=False`` (``rnnmt train --restart``)
+replaces all of them: new tokenizers, checkpoints and metrics.
+
+Progress lines (model size, dev scores) are logged at INFO on the ``rnnmt.training.trainer`` logger; see
+:func:`console_log` for where they go.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 import torch.distributed as dist
@@ -42,6 +50,10 @@ from rnnmt.training.schedule import LearningRate
 from rnnmt.training.torch_backend import TorchBackend
 
 VALIDATION_ROWS = 512
+RUN_FILES = ("tokenizer", "checkpoints", "best.pt", "latest.pt", "averaged.pt", "metrics.jsonl")
+"""What training writes into a run folder; a restarted run removes them first."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,6 +145,8 @@ class Trainer:
         train_pairs = read_data(config, "train")
         self.dev = read_data(config, "dev")
         self.run_dir = config.path(config.run_dir)
+        if not resume and self.rank == 0:
+            clear_run(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if tc.dev_max_sentences:
             self.dev = self.dev[: tc.dev_max_sentences]
@@ -198,7 +212,8 @@ class Trainer:
         torch.set_rng_state(torch_rng)
         random.setstate(py_rng)
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def _record(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to ``metrics.jsonl``."""
         if self.rank == 0:
             with self.metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -301,8 +316,11 @@ class Trainer:
         tokens_before = p.target_tokens
         params = count_parameters(self.model)
         if self.rank == 0:
-            print(
-                f"model: {params:,} parameters; {len(self.examples):,} training pairs; {self.world} process(es)"
+            logger.info(
+                "model: %s parameters; %s training pairs; %d process(es)",
+                f"{params:,}",
+                f"{len(self.examples):,}",
+                self.world,
             )
         self.model.train()
         progress = Progress(0, "steps")
@@ -352,7 +370,7 @@ class Trainer:
         start, tokens, loss_sum, batches = window
         rate = tokens / max(time.monotonic() - start, 1e-9)
         loss, lr = loss_sum / max(batches, 1), self.schedule.rate(p.step)
-        self._log(
+        self._record(
             {
                 "step": p.step,
                 "epoch": round(p.epoch + p.batch_in_epoch / batches_per_epoch, 3),
@@ -373,11 +391,13 @@ class Trainer:
             box = [scores]
             dist.broadcast_object_list(box, src=0)
             scores = box[0]
-        self._log({"step": self.progression.step, "minutes": round(self._seconds() / 60, 2), **scores})
+        self._record({"step": self.progression.step, "minutes": round(self._seconds() / 60, 2), **scores})
         if self.rank == 0:
-            print(
-                f"step {self.progression.step}: dev BLEU {scores['dev_bleu']:.2f}, chrF {scores['dev_chrf']:.2f}",
-                flush=True,
+            logger.info(
+                "step %d: dev BLEU %.2f, chrF %.2f",
+                self.progression.step,
+                scores["dev_bleu"],
+                scores["dev_chrf"],
             )
         self._after_validation(scores)
 
@@ -395,9 +415,12 @@ class Trainer:
         meta = {**self._meta(scores), "averaged_steps": [step for _, step in p.best]}
         averaged = self.run_dir / "averaged.pt"
         self._save(averaged, meta, training=False)
-        self._log({"step": p.step, "averaged": True, **scores})
-        print(
-            f"averaged {len(paths)} checkpoints: dev BLEU {scores['dev_bleu']:.2f}, chrF {scores['dev_chrf']:.2f}"
+        self._record({"step": p.step, "averaged": True, **scores})
+        logger.info(
+            "averaged %d checkpoints: dev BLEU %.2f, chrF %.2f",
+            len(paths),
+            scores["dev_bleu"],
+            scores["dev_chrf"],
         )
         if scores["dev_bleu"] > best_bleu:
             shutil.copyfile(averaged, self.run_dir / "best.pt")
@@ -405,15 +428,54 @@ class Trainer:
         return best_bleu
 
 
-def train(config: RunConfig, resume: bool = True) -> TrainResult:
-    trainer = Trainer(config, resume=resume)
+def clear_run(run_dir: Path) -> None:
+    """Remove what an earlier training left in ``run_dir`` (:data:`RUN_FILES`); other files stay."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
+def console_log(stream: TextIO | None = None) -> Iterator[None]:
+    """Meanwhile, show the training log (INFO and up, bare messages) on ``stream`` (default stdout), as
+    `rnnmt train` shows its progress lines, unless logging is configured (a handler on the
+    ``rnnmt.training`` logger or above, e.g. the root logger's): then the records go there only.
+
+    On a terminal each line first clears the line, so it replaces a progress bar drawn there instead of
+    being appended to it.
+    """
+    target = logging.getLogger("rnnmt.training")
+    if target.hasHandlers():
+        yield
+        return
+    stream = stream or sys.stdout
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(("\r\x1b[K" if stream.isatty() else "") + "%(message)s"))
+    level = target.level
+    target.addHandler(handler)
+    target.setLevel(logging.INFO)
     try:
-        result = trainer.train()
-        if trainer.world > 1:
-            # Rank 0 may still be averaging checkpoints: tearing gloo down on one rank while another
-            # still holds its connections aborted a process now and then ("terminate called ...").
-            dist.barrier()
-        return result
+        yield
     finally:
-        if trainer.world > 1:
-            dist.destroy_process_group()
+        target.removeHandler(handler)
+        target.setLevel(level)
+
+
+def train(config: RunConfig, resume: bool = True) -> TrainResult:
+    """Train the run of ``config``: resume it from its ``latest.pt`` if it has one and ``resume``, else
+    start it over (:func:`clear_run`). Progress lines are logged as :func:`console_log` says."""
+    with console_log():
+        trainer = Trainer(config, resume=resume)
+        try:
+            result = trainer.train()
+            if trainer.world > 1:
+                # Rank 0 may still be averaging checkpoints: tearing gloo down on one rank while another
+                # still holds its connections aborted a process now and then ("terminate called ...").
+                dist.barrier()
+            return result
+        finally:
+            if trainer.world > 1:
+                dist.destroy_process_group()
