@@ -12,7 +12,9 @@
 #      docker/constraints.txt, taken from pip's find-links folders here. PyPI's torch for Linux is the
 #      CUDA build (a 0.5 GB wheel that pulls several GB of CUDA libraries); the CPU build only comes
 #      from PyTorch's own index, which is tried last;
-# 3. `docker-compose build` of the services, with docker/compose.scale.yml (for lb).
+# 3. `docker-compose build` of the services, with docker/compose.scale.yml (for lb), one after the
+#    other: rnnmt-serve and rnnmt-train are targets of docker/rnnmt.Dockerfile, whose shared stages
+#    (the venv, rnnmt built from source) are then built once and reused from the cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=build/docker
@@ -67,7 +69,7 @@ ca="${PIP_CERT:-$("${pip[@]}" config get global.cert 2>/dev/null || true)}"
 [ -f "$ca" ] || ca=/etc/ssl/certs/ca-certificates.crt
 cp "$ca" "$stage/ca-certificates.crt"
 
-# The CPU torch wheel, as the image rnnmt-torch-wheel:<version> (made once; train.Dockerfile copies from it).
+# The CPU torch wheel, as the image rnnmt-torch-wheel:<version> (made once; the train target copies from it).
 torch=$(sed -n 's/^torch==//p' docker/constraints.txt)
 wheel_image="rnnmt-torch-wheel:${torch//+/-}"
 if printf '%s\n' "${services[@]}" | grep -qx trainer && ! docker image inspect "$wheel_image" >/dev/null 2>&1; then
@@ -100,7 +102,9 @@ index="${PIP_INDEX_URL:-$("${pip[@]}" config get global.index-url 2>/dev/null ||
 case "$index" in http://* | https://*) ;; *) index=https://pypi.org/simple ;; esac
 
 start=$SECONDS
-nice -n 19 "${compose[@]}" build --build-arg "PIP_INDEX_URL=$index" \
-  --build-arg "TORCH_WHEEL_IMAGE=$wheel_image" "${services[@]}"
+for service in "${services[@]}"; do
+  nice -n 19 "${compose[@]}" build --build-arg "PIP_INDEX_URL=$index" \
+    --build-arg "TORCH_WHEEL_IMAGE=$wheel_image" "$service"
+done
 echo "== built ${services[*]} in $((SECONDS - start)) s"
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^rnnmt-' || true
