@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import onnx
 import pytest
 from conftest import VARIANTS, run_without_torch, toy_pairs
 
@@ -265,3 +266,21 @@ def test_invalid_decoding_defaults_name_the_manifest_and_the_field(
     (package / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RnnmtError, match=f"^{re.escape(str(package / 'manifest.json'))}: {message}"):
         Translator.from_package(package, threads=1)
+
+
+def test_int8_rows_package_translates_and_is_independent_of_batching(
+    packages: Callable[[str, str | None], tuple[Path, Path]],
+) -> None:
+    package = packages(MAIN, "int8-rows")[1]
+    ops = {node.op_type for node in onnx.load(str(package / "decoder.onnx")).graph.node}
+    assert "LSTM" not in ops and "MatMulInteger" in ops
+    quantized = Translator.from_package(package)
+    assert quantized.manifest.quantization == "int8-rows"
+    options = SearchOptions(beam_size=5, n_best=2)
+    sources = quantized.tokenize(SOURCES)
+    together = quantized.translate_ids(sources, options)
+    one_by_one = [quantized.translate_ids([s], options)[0] for s in sources[::-1]][::-1]
+    assert together == one_by_one  # tokens and scores, exactly
+    results = quantized.translate([s for s, _ in PAIRS], SearchOptions(beam_size=5))
+    agree = sum(hyps[0].text == t for hyps, (_, t) in zip(results, PAIRS, strict=True))
+    assert agree >= 0.8 * len(PAIRS)

@@ -23,7 +23,8 @@ from rnnmt.cli import main
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.package import FORMAT, load_package
 from rnnmt.training.checkpoint import load_model
-from rnnmt.training.export import TOLERANCE, export_package, json_safe, measure_graphs, quantize_decoder
+from rnnmt.training.export import TOLERANCE, export_package, json_safe, measure_graphs
+from rnnmt.training.quantize import quantize_decoder
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))

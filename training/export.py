@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -34,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 from torch import Tensor, nn
@@ -61,6 +59,7 @@ from rnnmt.serving.core.package import (
 from rnnmt.tokenizers.sentencepiece import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from rnnmt.training.checkpoint import LoadedModel, load_model
 from rnnmt.training.model import Seq2Seq
+from rnnmt.training.quantize import quantize_graphs
 from rnnmt.training.torch_backend import layers_first, rows_first, scored_topk
 
 TOLERANCE = 1e-4
@@ -221,64 +220,6 @@ def measure_graphs(
         prev = rng.integers(EOS_ID + 1, vocab, len(expand))
     diffs["decoder"] = decoder_diff
     return diffs
-
-
-def quantize_decoder(decoder_path: Path) -> None:
-    """Replace the decoder step by its dynamically int8-quantized version (weights int8, activations
-    quantized per call)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # heavy; only for --quantize
-
-    quantized = decoder_path.with_name("decoder.int8.onnx")
-    logging.disable(logging.WARNING)  # quantize_dynamic advises pre-processing on the root logger
-    try:
-        quantize_dynamic(decoder_path, quantized, weight_type=QuantType.QInt8)
-    finally:
-        logging.disable(logging.NOTSET)
-    quantized.replace(decoder_path)
-
-
-def quantize_weights(graph_path: Path, min_elements: int = 1024) -> None:
-    """Store every float initializer of at least two dimensions and ``min_elements`` elements as int8
-    with one symmetric scale per tensor, followed by a DequantizeLinear node that gives back the
-    original name. Computation stays float32 (:mod:`rnnmt.serving.core.onnx_backend` lets onnxruntime fold
-    the dequantization into constants at load)."""
-    model = onnx.load(str(graph_path))
-    graph = model.graph
-    kept, dequantize = [], []
-    for tensor in graph.initializer:
-        if (
-            tensor.data_type != onnx.TensorProto.FLOAT
-            or len(tensor.dims) < 2
-            or np.prod(tensor.dims) < min_elements
-        ):
-            kept.append(tensor)
-            continue
-        weights = onnx.numpy_helper.to_array(tensor)
-        scale = np.float32(max(float(np.abs(weights).max()), 1e-12) / 127)
-        quantized = np.clip(np.rint(weights / scale), -127, 127).astype(np.int8)
-        kept += [
-            onnx.numpy_helper.from_array(quantized, f"{tensor.name}.int8"),
-            onnx.numpy_helper.from_array(np.array(scale), f"{tensor.name}.scale"),
-        ]
-        dequantize.append(
-            onnx.helper.make_node(
-                "DequantizeLinear", [f"{tensor.name}.int8", f"{tensor.name}.scale"], [tensor.name]
-            )
-        )
-    nodes = [*dequantize, *graph.node]
-    del graph.initializer[:], graph.node[:]
-    graph.initializer.extend(kept)
-    graph.node.extend(nodes)
-    onnx.save(model, str(graph_path))
-
-
-def quantize_graphs(quantize: str, encoder_path: Path, decoder_path: Path) -> None:
-    """Apply the quantization ``quantize`` (``int8`` or ``int8-weights``) to the package's graphs in place."""
-    if quantize == "int8":
-        quantize_decoder(decoder_path)
-    else:
-        quantize_weights(encoder_path)
-        quantize_weights(decoder_path)
 
 
 def json_safe(meta: dict[str, Any]) -> dict[str, Any]:

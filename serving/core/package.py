@@ -32,7 +32,7 @@ MANIFEST_FILE = "manifest.json"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
-QUANTIZATIONS = (None, "int8", "int8-weights")
+QUANTIZATIONS = (None, "int8", "int8-weights", "int8-rows")
 
 ENCODER_INPUTS = ("src", "src_lengths")
 MEMORY_NAMES = ("states", "keys", "mask")
