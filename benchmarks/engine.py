@@ -127,7 +127,7 @@ def decoder_step_gflops(package: Path, rows: int, src_len: int, repeat: int = 30
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--package", type=Path)
+    parser.add_argument("--package", type=Path, help="the fp32 (or int8-weights) package")
     parser.add_argument(
         "--quantized-package",
         type=Path,
@@ -147,16 +147,21 @@ def main() -> None:
 
     from rnnmt.scoring import score
 
-    systems = [("PyTorch reference", args.checkpoint), ("ONNX fp32", args.package)]
-    systems += [(f"ONNX {load_package(p).manifest.quantization}", p) for p in args.quantized_package]
+    systems = [("PyTorch reference", args.checkpoint)] if args.checkpoint else []
+    systems += [
+        (f"ONNX {load_package(p).manifest.quantization or 'fp32'}", p)
+        for p in [args.package, *args.quantized_package]
+    ]
+    baseline = systems[0][0]  # the PyTorch reference, or without a checkpoint the --package
     results = {name: run_worker(path, args) for name, path in systems}
     refs = args.reference.read_text(encoding="utf-8").splitlines() if args.reference else None
     n = len(args.source.read_text(encoding="utf-8").splitlines())
     print(f"{n} sentences, batches of at most {args.max_batch_rows} rows\n")
-    header = f"{'system':<20}{'beam':>5}{'sent/s':>9}{'tok/s':>9}{'× PyTorch':>10}{'same best':>10}"
+    print(f"ratios and identical best hypotheses against: {baseline}")
+    header = f"{'system':<20}{'beam':>5}{'sent/s':>9}{'tok/s':>9}{'× base':>10}{'same best':>10}"
     print(header + (f"{'BLEU':>7}{'chrF':>7}" if refs else ""))
     for beam in map(str, BEAMS):
-        base = results["PyTorch reference"][beam]
+        base = results[baseline][beam]
         for name, run in ((name, results[name][beam]) for name, _ in systems):
             same = np.mean([a == b for a, b in zip(run["ids"], base["ids"], strict=True)])
             line = (
