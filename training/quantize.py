@@ -195,20 +195,18 @@ def rows_matmul(edit: GraphEditor, a: str, weights: np.ndarray, output: str) -> 
     scale) and weights per column (int8, symmetric); int32 accumulation, then both scales."""
     w_scale = (np.maximum(np.abs(weights).max(axis=0), 1e-12) / 127).astype(np.float32)  # [N]
     w_int8 = np.clip(np.rint(weights / w_scale), -127, 127).astype(np.int8)
-    a_max = edit.add("ReduceMax", [edit.add("Abs", [a])], axes=[-1], keepdims=1)  # [M,1]
+    a_max = edit.add("ReduceMax", [edit.add("Abs", [a])], axes=[-1], keepdims=0)  # [M]
     a_scale = edit.add(
         "Div", [edit.add("Max", [a_max, edit.const(np.float32(1e-12))]), edit.const(np.float32(127))]
     )
-    shifted = edit.add(
-        "Add", [edit.add("Round", [edit.add("Div", [a, a_scale])]), edit.const(np.float32(128))]
-    )
-    clipped = edit.add("Clip", [shifted, edit.const(np.float32(0)), edit.const(np.float32(255))])
-    a_uint8 = edit.add("Cast", [clipped], to=TensorProto.UINT8)
+    zero_points = edit.add("Expand", [edit.const(np.array([128], np.uint8)), edit.add("Shape", [a_scale])])
+    a_uint8 = edit.add("QuantizeLinear", [a, a_scale, zero_points], axis=0)  # round half to even, saturate
     product = edit.add(
         "MatMulInteger",
         [a_uint8, edit.const(w_int8, "w_int8"), edit.const(np.uint8(128)), edit.const(np.int8(0))],
     )
-    rescaled = edit.add("Mul", [edit.add("Cast", [product], to=TensorProto.FLOAT), a_scale])
+    row_scale = edit.add("Unsqueeze", [a_scale, edit.const(np.array([1], np.int64))])  # [M,1]
+    rescaled = edit.add("Mul", [edit.add("Cast", [product], to=TensorProto.FLOAT), row_scale])
     edit.add("Mul", [rescaled, edit.const(w_scale, "w_scale")], output)
 
 
