@@ -86,13 +86,16 @@ def read_state(output: Path) -> JobState | None:
         raise RnnmtError(f"{path} is damaged ({exc}); --restart starts the job over") from None
 
 
-def write_state(output: Path, state: JobState) -> None:
-    """Replace the progress file atomically and durably."""
-    path = progress_path(output)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w") as f:
-        json.dump({"format": FORMAT, "version": VERSION, **asdict(state)}, f, indent=1)
-        f.flush()
+def temporary_path(path: Path) -> Path:
+    """Where a file is written before :func:`publish` renames it to ``path``."""
+    return path.with_name(path.name + ".tmp")
+
+
+def publish(path: Path) -> None:
+    """Make the written ``temporary_path(path)`` durable, rename it over ``path`` and make the rename
+    durable: ``path`` is either the old file or the whole new one, even across a crash."""
+    temporary = temporary_path(path)
+    with temporary.open("rb+") as f:
         os.fsync(f.fileno())
     os.replace(temporary, path)
     directory = os.open(path.parent, os.O_RDONLY)
@@ -100,6 +103,15 @@ def write_state(output: Path, state: JobState) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def write_state(output: Path, state: JobState) -> None:
+    """Replace the progress file atomically and durably."""
+    path = progress_path(output)
+    temporary_path(path).write_text(
+        json.dumps({"format": FORMAT, "version": VERSION, **asdict(state)}, indent=1)
+    )
+    publish(path)
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -24,7 +24,6 @@ only when complete, and inputs whose output exists are skipped; for checkpoints 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from ray.data.datasource import FileBasedDatasource
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.batch.backends import EngineBackend
-from rnnmt.serving.batch.checkpoint import error_record, errors_path
+from rnnmt.serving.batch.checkpoint import error_record, errors_path, publish, temporary_path
 from rnnmt.serving.batch.chunk import RetryPolicy, translate_chunk
 from rnnmt.serving.batch.formats import LineFormat
 from rnnmt.serving.batch.job import BLOCK_BYTES, CHUNK_LINES, scan, strip_line_end
@@ -114,11 +113,7 @@ class _OutputFile:
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.file: BinaryIO = self._temporary(self.target).open("wb")
-
-    @staticmethod
-    def _temporary(path: Path) -> Path:
-        return path.with_name(path.name + ".tmp")
+        self.file: BinaryIO = temporary_path(self.target).open("wb")
 
     def add(self, line: int, output: str, error: str) -> None:
         if line != self.result.lines:
@@ -139,11 +134,11 @@ class _OutputFile:
             )
         errors = errors_path(self.target)
         if self.errors:
-            self._temporary(errors).write_text("".join(self.errors))
-            os.replace(self._temporary(errors), errors)
+            temporary_path(errors).write_text("".join(self.errors))
+            publish(errors)
         else:
             errors.unlink(missing_ok=True)
-        os.replace(self._temporary(self.target), self.target)
+        publish(self.target)
         return self.result
 
 

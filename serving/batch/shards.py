@@ -12,7 +12,6 @@ outputs, and the error files, in shard order.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -20,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnmt.errors import RnnmtError
-from rnnmt.serving.batch.checkpoint import JobState, differences, errors_path, progress_path, read_state
+from rnnmt.serving.batch.checkpoint import (
+    JobState,
+    differences,
+    errors_path,
+    progress_path,
+    publish,
+    read_state,
+    temporary_path,
+)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -39,14 +46,11 @@ def shard_range(total: int, shard: tuple[int, int]) -> tuple[int, int]:
 
 def concatenate(parts: Sequence[Path], target: Path) -> None:
     """Write the files ``parts`` one after the other to ``target``, which appears only when complete."""
-    temporary = target.with_name(target.name + ".tmp")
-    with temporary.open("wb") as f:
+    with temporary_path(target).open("wb") as f:
         for part in parts:
             with part.open("rb") as source:
                 shutil.copyfileobj(source, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, target)
+    publish(target)
 
 
 @dataclass(frozen=True)
