@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import tiny_config, toy_pairs
+from conftest import tiny_config, toy_pairs, train_tiny
 
 from rnnmt.cli import main
 from rnnmt.errors import RnnmtError
@@ -22,6 +22,7 @@ from rnnmt.serving.core.options import SearchOptions
 from rnnmt.training import trainer as trainer_module
 from rnnmt.training.checkpoint import load_model
 from rnnmt.training.config import config_from_dict, load_config
+from rnnmt.training.export import export_package
 from rnnmt.training.reference import reference_translator
 from rnnmt.training.trainer import train
 
@@ -191,6 +192,15 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     path.write_text("train:\n  max_steps: many\n")
     with pytest.raises(RnnmtError, match=r"train\.max_steps must be int"):
         load_config(path)
+    path.write_text("train:\n  max_steps: 1\n  precision: fp16\n")
+    with pytest.raises(RnnmtError, match=r"train\.precision must be one of \('fp32', 'bf16'\)"):
+        load_config(path)
+
+
+def test_bf16_autocast_training_learns_the_toy_corpus(toy_data: Path, tmp_path: Path) -> None:
+    """train_tiny asserts dev BLEU 100; the exported graphs stay float32 (export checks parity)."""
+    checkpoint = train_tiny(toy_data, tmp_path / "run", precision="bf16")
+    export_package(checkpoint, tmp_path / "package")
 
 
 MALLOC_PROBE = """

@@ -17,6 +17,7 @@ from rnnmt.errors import RnnmtError
 
 ATTENTIONS = ("bahdanau", "general", "dot")
 SCHEDULERS = ("plateau", "inverse_sqrt", "constant")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -72,6 +73,7 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many validations without improvement; 0 = never
     log_every: int = 50
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    precision: str = "fp32"  # fp32 | bf16: bfloat16 autocast of the forward pass and loss (CPU)
 
 
 @dataclass
@@ -120,6 +122,8 @@ def validate(config: RunConfig) -> RunConfig:
         raise RnnmtError(f"model.attention must be one of {ATTENTIONS}, not {m.attention!r}")
     if m.attention == "dot" and m.decoder_hidden != 2 * m.encoder_hidden:
         raise RnnmtError("model.attention 'dot' needs decoder_hidden == 2 * encoder_hidden")
+    if t.precision not in PRECISIONS:
+        raise RnnmtError(f"train.precision must be one of {PRECISIONS}, not {t.precision!r}")
     if t.scheduler not in SCHEDULERS:
         raise RnnmtError(f"train.scheduler must be one of {SCHEDULERS}, not {t.scheduler!r}")
     if t.max_steps <= 0 and t.max_epochs <= 0 and t.max_minutes <= 0:

@@ -281,15 +281,16 @@ class Trainer:
         """One optimizer step; returns the batch's mean (smoothed) loss per target token and its tokens."""
         tc = self.config.train
         src, lengths, tgt_in, tgt_out = collate([self.examples[i] for i in batch])
-        logits = (self.ddp or self.model)(src, lengths, tgt_in)
         tokens = int((tgt_out != PAD_ID).sum())
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)),
-            tgt_out.reshape(-1),
-            ignore_index=PAD_ID,
-            label_smoothing=tc.label_smoothing,
-            reduction="sum",
-        )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+            logits = (self.ddp or self.model)(src, lengths, tgt_in)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)),
+                tgt_out.reshape(-1),
+                ignore_index=PAD_ID,
+                label_smoothing=tc.label_smoothing,
+                reduction="sum",
+            )
         (loss / tokens).backward()
         if tc.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad_norm)
