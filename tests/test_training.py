@@ -21,9 +21,10 @@ from rnnmt.evaluation import evaluate, load_translator
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.training import trainer as trainer_module
 from rnnmt.training.checkpoint import load_model
-from rnnmt.training.config import config_from_dict, load_config
+from rnnmt.training.config import TrainConfig, config_from_dict, load_config
 from rnnmt.training.export import export_package
 from rnnmt.training.reference import reference_translator
+from rnnmt.training.schedule import LearningRate
 from rnnmt.training.trainer import train
 
 
@@ -93,9 +94,9 @@ def test_time_budget_stops_at_the_first_step_past_it_and_a_resumed_run_counts_th
     monkeypatch.setattr(trainer_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
     step = trainer_module.Trainer.train_step
 
-    def ticking_step(self: trainer_module.Trainer, batch: list[int]) -> tuple[float, int]:
+    def ticking_step(self: trainer_module.Trainer, batch: list[int], done: float) -> tuple[float, int]:
         clock.now += 1.0
-        return step(self, batch)
+        return step(self, batch, done)
 
     monkeypatch.setattr(trainer_module.Trainer, "train_step", ticking_step)
     for minutes, steps in [(0.25, 15), (0.5, 30)]:
@@ -113,10 +114,28 @@ def test_time_budget_stops_at_the_first_step_past_it_and_a_resumed_run_counts_th
     ]
 
 
+def test_cosine_schedule_warms_up_then_falls_to_the_floor_at_the_end_of_the_budget() -> None:
+    config = TrainConfig(scheduler="cosine", learning_rate=0.002, min_learning_rate=0.0001, warmup_steps=10)
+    schedule = LearningRate(config)
+    assert schedule.rate(5, 0.0) == pytest.approx(0.001)
+    assert schedule.rate(10, 0.0) == pytest.approx(0.002)
+    assert schedule.rate(500, 0.5) == pytest.approx(0.00105)
+    assert schedule.rate(900, 1.0) == pytest.approx(0.0001)
+    assert schedule.rate(901, 1.3) == pytest.approx(0.0001)
+    rates = [schedule.rate(100, done / 20) for done in range(21)]
+    assert rates == sorted(rates, reverse=True)
+    schedule.validated(1.0)
+    schedule.validated(0.5)
+    schedule.validated(0.4)
+    assert schedule.rate(500, 0.5) == pytest.approx(0.00105)  # dev scores do not move it
+
+
 def test_two_process_data_parallel_training(toy_data: Path, tmp_path: Path) -> None:
     config = tmp_path / "ddp.yaml"
     config.write_text(
-        yaml.safe_dump(tiny_config(toy_data, tmp_path / "run", max_steps=150, validate_every=50))
+        yaml.safe_dump(
+            tiny_config(toy_data, tmp_path / "run", max_steps=150, validate_every=50, scheduler="cosine")
+        )
     )
     torchrun = Path(sys.executable).with_name("torchrun")
     rnnmt = Path(sys.executable).with_name("rnnmt")

@@ -16,7 +16,7 @@ import yaml
 from rnnmt.errors import RnnmtError
 
 ATTENTIONS = ("bahdanau", "general", "dot")
-SCHEDULERS = ("plateau", "inverse_sqrt", "constant")
+SCHEDULERS = ("plateau", "inverse_sqrt", "constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -60,7 +60,7 @@ class TrainConfig:
     max_epochs: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
     learning_rate: float = 0.002
-    scheduler: str = "plateau"  # plateau | inverse_sqrt | constant
+    scheduler: str = "plateau"  # plateau | inverse_sqrt | constant | cosine (over the budget)
     warmup_steps: int = 0
     decrease_factor: float = 0.5  # plateau: multiply the rate by this ...
     patience: int = 2  # ... after this many validations without a better dev BLEU

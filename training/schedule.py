@@ -1,4 +1,5 @@
-"""Learning-rate schedules: linear warmup, then constant, inverse square root, or decay on a dev plateau."""
+"""Learning-rate schedules: linear warmup, then constant, inverse square root, decay on a dev plateau, or
+cosine decay over the run's budget (steps, epochs or minutes, whichever ends it first)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ class LearningRate:
         self.bad_validations = 0  # since the best or the last decay
         self.stale = 0  # validations since the best: what early stopping counts
 
-    def rate(self, step: int) -> float:
+    def rate(self, step: int, done: float = 0.0) -> float:
+        """The rate for ``step``; ``done`` is the share of the run's budget spent (``cosine`` uses it)."""
         c = self.config
         warmup = min(1.0, step / c.warmup_steps) if c.warmup_steps else 1.0
+        if c.scheduler == "cosine":
+            cosine = 0.5 * (1 + math.cos(math.pi * min(max(done, 0.0), 1.0)))
+            return warmup * (c.min_learning_rate + (c.learning_rate - c.min_learning_rate) * cosine)
         if c.scheduler == "inverse_sqrt":
             return c.learning_rate * warmup * math.sqrt(max(c.warmup_steps, 1) / max(step, c.warmup_steps, 1))
         return max(c.min_learning_rate, c.learning_rate * warmup * self.plateau_scale)

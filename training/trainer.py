@@ -277,8 +277,10 @@ class Trainer:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def train_step(self, batch: list[int]) -> tuple[float, int]:
-        """One optimizer step; returns the batch's mean (smoothed) loss per target token and its tokens."""
+    def train_step(self, batch: list[int], done: float = 0.0) -> tuple[float, int]:
+        """One optimizer step; returns the batch's mean (smoothed) loss per target token and its tokens.
+
+        ``done`` is the share of the run's budget spent before this step (for the ``cosine`` schedule)."""
         tc = self.config.train
         src, lengths, tgt_in, tgt_out = collate([self.examples[i] for i in batch])
         tokens = int((tgt_out != PAD_ID).sum())
@@ -296,7 +298,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad_norm)
         self.progression.step += 1
         for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule.rate(self.progression.step)
+            group["lr"] = self.schedule.rate(self.progression.step, done)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()) / tokens, tokens
@@ -310,6 +312,15 @@ class Trainer:
         if tc.max_minutes:
             fractions.append(self._seconds() / (tc.max_minutes * 60))
         return max(fractions) if fractions else None
+
+    def _done(self, batches_per_epoch: int) -> float:
+        """The share of the budget spent, the same on every rank (the learning rate depends on it)."""
+        done = self._fraction_done(batches_per_epoch) or 0.0
+        if self.world == 1:
+            return done
+        t = torch.tensor([done], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
 
     def train(self) -> TrainResult:
         tc, p = self.config.train, self.progression
@@ -332,7 +343,7 @@ class Trainer:
             batches = make_batches(self.examples, tc.batch_tokens, tc.seed, p.epoch)
             mine = batches[self.rank : len(batches) - len(batches) % self.world : self.world] or batches[:1]
             for batch in mine[p.batch_in_epoch :]:
-                loss, tokens = self.train_step(batch)
+                loss, tokens = self.train_step(batch, self._done(len(mine)))
                 p.batch_in_epoch += 1
                 p.target_tokens += tokens * self.world
                 window = (window[0], window[1] + tokens * self.world, window[2] + loss, window[3] + 1)
@@ -370,7 +381,8 @@ class Trainer:
         p = self.progression
         start, tokens, loss_sum, batches = window
         rate = tokens / max(time.monotonic() - start, 1e-9)
-        loss, lr = loss_sum / max(batches, 1), self.schedule.rate(p.step)
+        fraction = self._fraction_done(batches_per_epoch)
+        loss, lr = loss_sum / max(batches, 1), self.schedule.rate(p.step, fraction or 0.0)
         self._record(
             {
                 "step": p.step,
@@ -382,7 +394,6 @@ class Trainer:
             }
         )
         if self.rank == 0:
-            fraction = self._fraction_done(batches_per_epoch)
             fields = {"loss": f"{loss:.3f}", "tok/s": f"{rate:,.0f}", "lr": f"{lr:.1e}"}
             progress.update(p.step, fraction, force=True, **fields)
 
