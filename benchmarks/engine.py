@@ -1,7 +1,8 @@
-"""Translator speed side by side: PyTorch reference beam search vs the onnxruntime engine (fp32, quantized).
+"""Translator speed side by side: PyTorch reference beam search vs the onnxruntime engine (fp32, quantized,
+with a shortlist).
 
     .venv/bin/python benchmarks/engine.py --checkpoint runs/bible-es-en/best.pt \\
-        --package build/fp32/bible-es-en --quantized-package models/bible-es-en \\
+        --package build/fp32/bible-es-en --other-package models/bible-es-en \\
         --source data/bible/test.es --reference data/bible/test.en
 
 Every backend translates the same sentences in the same batches (sorted by length, ``--max-batch-rows``
@@ -9,6 +10,8 @@ rows), at beam 5 and greedy, each in its own process (torch's threads busy-wait 
 down when both are loaded in one process). Prints sentences/s, target tokens/s, BLEU and chrF, the speed
 ratio to PyTorch, the share of best hypotheses identical to PyTorch's, and the decoder step's achieved
 GFLOP/s at a full batch against this machine's float32 GEMM peak (measured with onnxruntime's MatMul).
+For a package with a shortlist it also prints the set size, the share of the reference's target pieces
+inside each sentence's set (coverage) and the mean size of a batch's union.
 """
 
 from __future__ import annotations
@@ -124,16 +127,44 @@ def decoder_step_gflops(package: Path, rows: int, src_len: int, repeat: int = 30
     return 2 * per_row * rows / seconds / 1e9, seconds * 1000
 
 
+def system_name(package: Path) -> str:
+    manifest = load_package(package).manifest
+    return f"ONNX {manifest.quantization or 'fp32'}" + (" + shortlist" if manifest.shortlist else "")
+
+
+def shortlist_report(name: str, package: Path, args: argparse.Namespace) -> str:
+    """Set size, coverage of the reference's pieces (if given) and mean union size at beam 5."""
+    from rnnmt.serving.core.beam_search import pad_batch
+    from rnnmt.serving.core.translator import Translator
+
+    engine = Translator.from_package(package)
+    table = engine.backend.shortlist
+    sources = engine.tokenize(args.source.read_text(encoding="utf-8").splitlines())
+    order = sorted((s for s in sources if s), key=len)
+    per_batch = max(1, args.max_batch_rows // 5)
+    unions = [
+        len(table.batch(*pad_batch(order[i : i + per_batch]))[0]) for i in range(0, len(order), per_batch)
+    ]
+    line = (
+        f"{name}: {table.size} pieces per sentence, union per beam-5 batch {np.mean(unions):.0f} on average"
+    )
+    if args.reference:
+        targets = engine.tgt_tokenizer.encode(args.reference.read_text(encoding="utf-8").splitlines())
+        kept = [(s[:-1], t) for s, t in zip(sources, targets, strict=True) if s]
+        line += f", coverage of the reference's pieces {table.coverage(*zip(*kept, strict=True)):.1%}"
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--package", type=Path, help="the fp32 (or int8-weights) package")
     parser.add_argument(
-        "--quantized-package",
+        "--other-package",
         type=Path,
         action="append",
         default=[],
-        help="repeatable; named by its quantization",
+        help="repeatable; named by its quantization (and shortlist)",
     )
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--reference", type=Path)
@@ -148,24 +179,21 @@ def main() -> None:
     from rnnmt.scoring import score
 
     systems = [("PyTorch reference", args.checkpoint)] if args.checkpoint else []
-    systems += [
-        (f"ONNX {load_package(p).manifest.quantization or 'fp32'}", p)
-        for p in [args.package, *args.quantized_package]
-    ]
+    systems += [(system_name(p), p) for p in [args.package, *args.other_package]]
     baseline = systems[0][0]  # the PyTorch reference, or without a checkpoint the --package
     results = {name: run_worker(path, args) for name, path in systems}
     refs = args.reference.read_text(encoding="utf-8").splitlines() if args.reference else None
     n = len(args.source.read_text(encoding="utf-8").splitlines())
     print(f"{n} sentences, batches of at most {args.max_batch_rows} rows\n")
     print(f"ratios and identical best hypotheses against: {baseline}")
-    header = f"{'system':<20}{'beam':>5}{'sent/s':>9}{'tok/s':>9}{'× base':>10}{'same best':>10}"
+    header = f"{'system':<30}{'beam':>5}{'sent/s':>9}{'tok/s':>9}{'× base':>10}{'same best':>10}"
     print(header + (f"{'BLEU':>7}{'chrF':>7}" if refs else ""))
     for beam in map(str, BEAMS):
         base = results[baseline][beam]
         for name, run in ((name, results[name][beam]) for name, _ in systems):
             same = np.mean([a == b for a, b in zip(run["ids"], base["ids"], strict=True)])
             line = (
-                f"{name:<20}{beam:>5}{n / run['seconds']:>9.1f}{run['tokens'] / run['seconds']:>9.0f}"
+                f"{name:<30}{beam:>5}{n / run['seconds']:>9.1f}{run['tokens'] / run['seconds']:>9.0f}"
                 f"{base['seconds'] / run['seconds']:>10.2f}{same:>10.1%}"
             )
             if refs:
@@ -174,6 +202,9 @@ def main() -> None:
             print(line)
     if refs:
         print(f"\nsacreBLEU: {score(['x'], ['x']).bleu_signature}")
+    for name, path in systems[1 if args.checkpoint else 0 :]:
+        if load_package(path).manifest.shortlist:
+            print(shortlist_report(name, path, args))
     peak = gemm_peak_gflops(threads=0)
     rows = args.max_batch_rows
     gflops, ms = decoder_step_gflops(args.package, rows, src_len=40)

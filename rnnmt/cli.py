@@ -8,11 +8,23 @@ import argparse
 import sys
 
 from rnnmt import __version__
-from rnnmt.commands import batch, data, evaluate, export, health, plot, serve, train, translate
+from rnnmt.commands import batch, data, evaluate, export, health, plot, reload, serve, sign, train, translate
 from rnnmt.commands.common import CommandParser
 from rnnmt.errors import RnnmtError
 
-COMMANDS = (data, train, evaluate, export, serve, translate, batch, health, plot)  # in --help's order
+COMMANDS = (
+    data,
+    train,
+    evaluate,
+    export,
+    sign,
+    serve,
+    reload,
+    translate,
+    batch,
+    health,
+    plot,
+)  # in --help's order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,4 +9,4 @@ python="${PYTHON:-.venv/bin/python}"
 mkdir -p "$out"
 "$python" -m grpc_tools.protoc -I protos \
   --python_out="$out" --grpc_python_out="$out" --pyi_out="$out" \
-  protos/rnnmt/v1/translator.proto
+  protos/rnnmt/v1/translator.proto protos/rnnmt/v1/admin.proto

@@ -25,6 +25,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rnnmt.serving.core.options import Decoding
+from rnnmt.v1 import admin_pb2 as admin_pb
+from rnnmt.v1 import admin_pb2_grpc as admin_grpc
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -152,10 +154,14 @@ class TranslatorClient:
         n_best: int = 0,
         length_penalty: float | None = None,
         max_output_tokens: int = 0,
+        model_version: str = "",
     ) -> pb.TranslateRequest:
-        """A TranslateRequest; 0 / None options take the model's defaults."""
+        """A TranslateRequest; 0 / None options take the model's defaults, an empty ``model_version``
+        the latest version served."""
         options = decoding_message(Decoding(beam_size, n_best, length_penalty, max_output_tokens))
-        return pb.TranslateRequest(texts=list(texts), model=model, options=options)
+        return pb.TranslateRequest(
+            texts=list(texts), model=model, options=options, model_version=model_version
+        )
 
     def translate(
         self,
@@ -166,11 +172,31 @@ class TranslatorClient:
         length_penalty: float | None = None,
         max_output_tokens: int = 0,
         timeout: float | None = None,
+        model_version: str = "",
     ) -> list[pb.Translation]:
         """One translation per text, in order; each has ``hypotheses`` (``text``, ``score``), best first."""
-        request = self.request(texts, model, beam_size, n_best, length_penalty, max_output_tokens)
-        response = self._stub.Translate(request, timeout=self._timeout(timeout), metadata=self._metadata)
-        return list(response.translations)
+        return list(
+            self.translate_response(
+                texts, model, beam_size, n_best, length_penalty, max_output_tokens, timeout, model_version
+            ).translations
+        )
+
+    def translate_response(
+        self,
+        texts: Sequence[str],
+        model: str = "",
+        beam_size: int = 0,
+        n_best: int = 0,
+        length_penalty: float | None = None,
+        max_output_tokens: int = 0,
+        timeout: float | None = None,
+        model_version: str = "",
+    ) -> pb.TranslateResponse:
+        """Like :meth:`translate`, the whole response: also the model and version that translated."""
+        request = self.request(
+            texts, model, beam_size, n_best, length_penalty, max_output_tokens, model_version
+        )
+        return self._stub.Translate(request, timeout=self._timeout(timeout), metadata=self._metadata)
 
     def translate_stream(
         self,
@@ -181,11 +207,12 @@ class TranslatorClient:
         length_penalty: float | None = None,
         max_output_tokens: int = 0,
         timeout: float | None = None,
+        model_version: str = "",
     ) -> Iterator[list[pb.Translation]]:
         """Translate batches over one stream (the server works on several at once): per batch, in order,
         its translations. ``timeout`` bounds the whole stream; ``batches`` may be a lazy iterator."""
         requests = (
-            self.request(batch, model, beam_size, n_best, length_penalty, max_output_tokens)
+            self.request(batch, model, beam_size, n_best, length_penalty, max_output_tokens, model_version)
             for batch in batches
         )
         responses = self._stub.TranslateStream(
@@ -198,6 +225,14 @@ class TranslatorClient:
         """The models served (or only ``model``), with languages, version, scores, defaults and limits."""
         return self._stub.GetModelInfo(
             pb.GetModelInfoRequest(model=model), timeout=self._timeout(timeout), metadata=self._metadata
+        )
+
+    def reload_models(self, admin_token: str, timeout: float | None = None) -> admin_pb.ReloadModelsResponse:
+        """Ask the server to reload its model repository (its admin service, with an admin token)."""
+        return admin_grpc.AdminStub(self._channel).ReloadModels(
+            admin_pb.ReloadModelsRequest(),
+            timeout=self._timeout(timeout),
+            metadata=bearer_metadata(admin_token),
         )
 
     def health(self, service: str = "", timeout: float | None = None) -> str:

@@ -19,10 +19,12 @@ from rnnmt.serving.server.batcher import (
     BatcherClosed,
     DeadlineExpired,
     Job,
+    Model,
     QueueFull,
     TranslatorRunner,
 )
 from rnnmt.serving.server.metrics import Metrics
+from rnnmt.serving.server.model_repository import ServedModel
 
 STEPS = 3  # decoder steps of every fake sentence
 BROKEN = 666  # a source id whose search fails
@@ -94,10 +96,10 @@ class FakeRunner:
     def __init__(self, steps: Steps) -> None:
         self.steps = steps
 
-    def search(self, model: str, sources: Sequence[Sequence[int]], options: SearchOptions) -> FakeSearch:
+    def search(self, model: Model, sources: Sequence[Sequence[int]], options: SearchOptions) -> FakeSearch:
         return FakeSearch(self.steps, sources)
 
-    def texts(self, model: str, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
+    def texts(self, model: Model, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
         return [[TextHypothesis(" ".join(map(str, h.tokens)), h.score) for h in hyps] for hyps in found]
 
 
@@ -116,8 +118,11 @@ def fake_batcher(start: bool = True, **settings: Any) -> Iterator[tuple[Batcher,
         batcher.close()
 
 
+TOY = ServedModel("toy", "", None, "")  # the fake runner needs no translator
+
+
 def submit(batcher: Batcher, *ids: int, deadline: float | None = None) -> Job:
-    return batcher.submit("toy", [[i, 3] for i in ids], OPTIONS, deadline)
+    return batcher.submit(TOY, [[i, 3] for i in ids], OPTIONS, deadline)
 
 
 def texts(job: Job) -> list[str]:
@@ -172,7 +177,7 @@ def test_a_cancelled_job_leaves_its_running_batch_at_the_next_step() -> None:
     assert steps.log == [(1, 2)] + [(1,)] * (STEPS - 1)
     assert cancelled.future.cancelled()
     assert count(metrics, "rnnmt_sentences_dropped_total", reason="cancelled") == 1
-    assert count(metrics, "rnnmt_sentences_translated_total", model="toy") == 1
+    assert count(metrics, "rnnmt_sentences_translated_total", model="toy", version="") == 1
 
 
 def test_cancelling_the_future_cancels_the_job() -> None:
@@ -226,8 +231,8 @@ def test_a_failing_batch_is_retried_job_by_job_so_only_the_culprit_fails() -> No
 
 def test_batches_never_mix_options_and_hold_at_most_max_batch_rows() -> None:
     with fake_batcher(start=False, max_batch_rows=4) as (b, steps, _):
-        wide = b.submit("toy", [[i, 3] for i in (1, 2, 3)], SearchOptions(beam_size=2), None)
-        greedy = b.submit("toy", [[4, 3]], SearchOptions(beam_size=1), None)
+        wide = b.submit(TOY, [[i, 3] for i in (1, 2, 3)], SearchOptions(beam_size=2), None)
+        greedy = b.submit(TOY, [[4, 3]], SearchOptions(beam_size=1), None)
         b.start()
         steps.finish()
         assert texts(wide) == ["1 3", "2 3", "3 3"] and texts(greedy) == ["4 3"]
@@ -270,7 +275,7 @@ def test_results_do_not_depend_on_scheduling(engine: Translator, batching: bool)
     options = SearchOptions(beam_size=16, n_best=2, max_output_tokens=200)
     sentences = ["El perro come pan.", "Un gato bebe agua.", "El niño ve pan.", *LONG[:2]]
     batcher = Batcher(
-        TranslatorRunner({"toy": engine}),
+        TranslatorRunner(),
         Metrics(),
         workers=2,
         quantum=0.0,
@@ -281,7 +286,8 @@ def test_results_do_not_depend_on_scheduling(engine: Translator, batching: bool)
     batcher.start()
     try:
         orders = [sentences[i:] + sentences[:i] for i in range(5)]
-        jobs = [batcher.submit("toy", engine.tokenize(order), options, None) for order in orders]
+        model = ServedModel("toy", "", engine, "")
+        jobs = [batcher.submit(model, engine.tokenize(order), options, None) for order in orders]
         results = [job.future.result(timeout=60) for job in jobs]
     finally:
         batcher.close()

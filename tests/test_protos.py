@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUBS = ("translator_pb2.py", "translator_pb2_grpc.py", "translator_pb2.pyi")
+STUBS = tuple(
+    f"{proto}{suffix}"
+    for proto in ("translator", "admin")
+    for suffix in ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi")
+)
 
 
 def test_committed_stubs_are_not_stale(tmp_path: Path) -> None:

@@ -188,11 +188,11 @@ def test_metrics_and_request_log(model_dir: Path, caplog: pytest.LogCaptureFixtu
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'rnnmt_requests_total{code="OK",method="Translate"} 1.0' in text
     assert 'rnnmt_requests_total{code="INVALID_ARGUMENT",method="Translate"} 1.0' in text
-    assert 'rnnmt_sentences_translated_total{model="toy"} 4.0' in text
-    assert 'rnnmt_sentences_received_total{model="toy"} 4.0' in text
+    assert 'rnnmt_sentences_translated_total{model="toy",version=""} 4.0' in text
+    assert 'rnnmt_sentences_received_total{model="toy",version=""} 4.0' in text
     for name in ("rnnmt_request_latency_seconds_bucket", "rnnmt_queue_sentences", "rnnmt_batch_rows_count"):
         assert name in text
-    assert 'rnnmt_tokens_translated_total{model="toy",side="target"}' in text
+    assert 'rnnmt_tokens_translated_total{model="toy",side="target",version=""}' in text
     lines = [r.fields for r in caplog.records if r.name == "rnnmt.serving.requests"]  # type: ignore[attr-defined]
     assert lines[0]["method"] == "Translate" and lines[0]["texts"] == 5 and lines[0]["status"] == "OK"
     assert lines[0]["model"] == "toy" and lines[0]["peer"].startswith("ipv4:127.0.0.1")
@@ -267,10 +267,12 @@ def test_malformed_and_oversized_messages_leave_the_server_serving(
 
 def test_a_full_queue_refuses_at_once(slow_server: ServerThread) -> None:
     s = slow_server
-    received = s.metric("rnnmt_sentences_received_total", model="toy")
+    received = s.metric("rnnmt_sentences_received_total", model="toy", version="")
     with TranslatorClient(s.target) as c, ThreadPoolExecutor(1) as pool:
         ahead = pool.submit(c.translate, JUNK, **SLOW)  # 50 sentences: 49 wait, 11 places are left
-        wait_until(lambda: s.metric("rnnmt_sentences_received_total", model="toy") == received + 50)
+        wait_until(
+            lambda: s.metric("rnnmt_sentences_received_total", model="toy", version="") == received + 50
+        )
         error = rpc_error(lambda: c.translate(JUNK, **SLOW))
         assert not ahead.done(), "the refusal waited for the work ahead"
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -281,17 +283,19 @@ def test_a_full_queue_refuses_at_once(slow_server: ServerThread) -> None:
 def test_a_deadline_that_expires_in_the_queue_drops_the_work(slow_server: ServerThread) -> None:
     """Light requests are served first come, first served: four of about 0.1 s each are ahead."""
     s = slow_server
-    translated = s.metric("rnnmt_sentences_translated_total", model="toy")
+    translated = s.metric("rnnmt_sentences_translated_total", model="toy", version="")
     dropped = s.metric("rnnmt_sentences_dropped_total", reason="deadline")
-    received = s.metric("rnnmt_sentences_received_total", model="toy")
+    received = s.metric("rnnmt_sentences_received_total", model="toy", version="")
     with TranslatorClient(s.target) as c, ThreadPoolExecutor(4) as pool:
         ahead = [pool.submit(c.translate, JUNK[:12], **SLOW) for _ in range(4)]
-        wait_until(lambda: s.metric("rnnmt_sentences_received_total", model="toy") == received + 48)
+        wait_until(
+            lambda: s.metric("rnnmt_sentences_received_total", model="toy", version="") == received + 48
+        )
         error = rpc_error(lambda: c.translate(["El perro come pan."] * 3, timeout=0.05, **SLOW))
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert all(len(call.result()) == 12 for call in ahead)
     wait_until(lambda: s.metric("rnnmt_sentences_dropped_total", reason="deadline") == dropped + 3)
-    assert s.metric("rnnmt_sentences_translated_total", model="toy") == translated + 48
+    assert s.metric("rnnmt_sentences_translated_total", model="toy", version="") == translated + 48
 
 
 def test_a_cancelled_stream_frees_its_work(slow_server: ServerThread) -> None:
@@ -300,9 +304,11 @@ def test_a_cancelled_stream_frees_its_work(slow_server: ServerThread) -> None:
     with grpc.insecure_channel(s.target) as channel, ThreadPoolExecutor(1) as pool:
         stub = pb_grpc.TranslatorStub(channel)
         slow = pb.DecodingOptions(beam_size=16)
-        received = s.metric("rnnmt_sentences_received_total", model="toy")
+        received = s.metric("rnnmt_sentences_received_total", model="toy", version="")
         ahead = pool.submit(stub.Translate, pb.TranslateRequest(texts=JUNK, options=slow), timeout=30)
-        wait_until(lambda: s.metric("rnnmt_sentences_received_total", model="toy") == received + 50)
+        wait_until(
+            lambda: s.metric("rnnmt_sentences_received_total", model="toy", version="") == received + 50
+        )
         release = threading.Event()
 
         def requests() -> Iterator[pb.TranslateRequest]:
@@ -310,7 +316,9 @@ def test_a_cancelled_stream_frees_its_work(slow_server: ServerThread) -> None:
             release.wait(30)
 
         call = stub.TranslateStream(requests(), timeout=30)
-        wait_until(lambda: s.metric("rnnmt_sentences_received_total", model="toy") == received + 55)
+        wait_until(
+            lambda: s.metric("rnnmt_sentences_received_total", model="toy", version="") == received + 55
+        )
         call.cancel()
         release.set()
         wait_until(lambda: s.metric("rnnmt_sentences_dropped_total", reason="cancelled") == dropped + 5)
@@ -509,7 +517,7 @@ def test_sigterm_lets_calls_in_flight_finish(model_dir: Path) -> None:
         assert "libtorch" not in maps, "the server loaded torch"
         with TranslatorClient(address, retries=0) as c, ThreadPoolExecutor(4) as pool:
             calls = [pool.submit(c.translate, JUNK, **SLOW) for _ in range(4)]
-            received = 'rnnmt_sentences_received_total{model="toy"}'
+            received = 'rnnmt_sentences_received_total{model="toy",version=""}'
             wait_until(lambda: scrape(metrics_port, received) == 4 * len(JUNK))
             assert scrape(metrics_port, "rnnmt_queue_sentences") > 100  # a second of work in flight
             process.send_signal(signal.SIGTERM)

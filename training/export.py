@@ -50,6 +50,8 @@ from rnnmt.serving.core.package import (
     MEMORY_NAMES,
     NEXT_PREFIX,
     QUANTIZATIONS,
+    SHORTLIST_FILE,
+    SHORTLIST_INPUTS,
     SPECIAL_IDS,
     STEP_INPUTS,
     STEP_OUTPUTS,
@@ -60,6 +62,7 @@ from rnnmt.tokenizers.sentencepiece import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from rnnmt.training.checkpoint import LoadedModel, load_model
 from rnnmt.training.model import Seq2Seq
 from rnnmt.training.quantize import quantize_graphs
+from rnnmt.training.shortlist import SHORTLIST_SIZE, corpus_shortlist
 from rnnmt.training.torch_backend import layers_first, rows_first, scored_topk
 
 TOLERANCE = 1e-4
@@ -107,17 +110,67 @@ class DecoderStepGraph(nn.Module):
         return (scores, ids, *rows_first(next_state))
 
 
-def export_graphs(model: Seq2Seq, encoder_path: Path, decoder_path: Path, opset: int) -> None:
-    """Trace both graphs on a small padded batch; batch, rows, source length and k stay dynamic."""
+class ShortlistStepGraph(nn.Module):
+    """:class:`DecoderStepGraph` over each row's own set of ``L`` target pieces: after the memory come
+    positions [R,L] (into vocab) and vocab [C] (the batch's union of sets, sorted, specials first). The
+    output layer is computed for ``vocab`` only; each row is normalised over its ``L`` pieces; the top-k
+    ids are vocabulary ids."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        prev: Tensor,
+        beam_scores: Tensor,
+        eos_bias: Tensor,
+        k: Tensor,
+        states: Tensor,
+        keys: Tensor,
+        mask: Tensor,
+        positions: Tensor,
+        vocab: Tensor,
+        *state: Tensor,
+    ) -> tuple[Tensor, ...]:
+        decoder = self.model.decoder
+        attentional, next_state = decoder.attentional_step(prev, layers_first(state), keys, states, mask)
+        logits = attentional @ decoder.output.weight[vocab].T  # [R,C]
+        # The set of a row starts with the special ids, so EOS sits at position EOS_ID as in the vocabulary.
+        scores, top = scored_topk(logits.gather(1, positions), beam_scores, eos_bias, k)
+        return (scores, vocab[positions.gather(1, top)], *rows_first(next_state))
+
+
+def sample_sets(rows: int, vocab: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Random sorted sets of ``size`` ids holding the special ids [rows, size] int64 (export samples)."""
+    specials = np.arange(EOS_ID + 1)
+    return np.stack(
+        [
+            np.sort(
+                np.concatenate(
+                    [specials, rng.choice(np.arange(EOS_ID + 1, vocab), size - len(specials), False)]
+                )
+            )
+            for _ in range(rows)
+        ]
+    )
+
+
+def export_graphs(
+    model: Seq2Seq, encoder_path: Path, decoder_path: Path, opset: int, shortlist_size: int | None
+) -> None:
+    """Trace both graphs on a small padded batch; batch, rows, source length, k (and the shortlist's
+    sizes) stay dynamic."""
     names = state_names(model)
     src = torch.tensor([[UNK_ID, UNK_ID, UNK_ID, EOS_ID], [UNK_ID, EOS_ID, PAD_ID, PAD_ID]])
     lengths = torch.tensor([4, 2])
-    encoder, decoder = EncoderGraph(model).eval(), DecoderStepGraph(model).eval()
+    encoder = EncoderGraph(model).eval()
+    decoder = (ShortlistStepGraph if shortlist_size else DecoderStepGraph)(model).eval()
     with torch.no_grad():
         states, keys, mask, *state = encoder(src, lengths)
     rows = {0: "rows"}
     memory_axes = {name: {0: "rows", 1: "src_len"} for name in MEMORY_NAMES}
-    step_args = (
+    step_args: tuple[Tensor, ...] = (
         torch.full((2,), BOS_ID),
         torch.zeros(2),
         torch.zeros(2),
@@ -126,6 +179,16 @@ def export_graphs(model: Seq2Seq, encoder_path: Path, decoder_path: Path, opset:
         keys,
         mask,
     )
+    shortlist_names: list[str] = []
+    shortlist_axes: dict[str, dict[int, str]] = {}
+    if shortlist_size:
+        vocab = model.decoder.output.out_features
+        step_args += (
+            torch.from_numpy(sample_sets(2, vocab, shortlist_size, np.random.default_rng(0))),
+            torch.arange(vocab),
+        )
+        shortlist_names = list(SHORTLIST_INPUTS)
+        shortlist_axes = {"positions": {0: "rows", 1: "set"}, "vocab": {0: "union"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings about the TorchScript exporter
         torch.onnx.export(
@@ -145,10 +208,11 @@ def export_graphs(model: Seq2Seq, encoder_path: Path, decoder_path: Path, opset:
             str(decoder_path),
             dynamo=False,
             opset_version=opset,
-            input_names=[*STEP_INPUTS, *MEMORY_NAMES, *names],
+            input_names=[*STEP_INPUTS, *MEMORY_NAMES, *shortlist_names, *names],
             output_names=[*STEP_OUTPUTS, *(NEXT_PREFIX + n for n in names)],
             dynamic_axes={n: rows for n in ("prev", "beam_scores", "eos_bias", *names)}
             | memory_axes
+            | shortlist_axes
             | {n: {0: "rows", 1: "k"} for n in STEP_OUTPUTS}
             | {NEXT_PREFIX + n: rows for n in names},
         )
@@ -166,10 +230,11 @@ def max_abs_diff(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def measure_graphs(
-    model: Seq2Seq, encoder_path: Path, decoder_path: Path, steps: int = 3
+    model: Seq2Seq, encoder_path: Path, decoder_path: Path, shortlist_size: int | None = None, steps: int = 3
 ) -> dict[str, float]:
     """Run PyTorch and onnxruntime side by side on a padded sample batch (lengths 7, 1, 4, 6; 3 rows per
-    sentence) for the encoder and ``steps`` decoder steps with k = V, so every log-prob is compared.
+    sentence) for the encoder and ``steps`` decoder steps with k = V (with a shortlist: k = L over random
+    sets, the union being the whole vocabulary), so every log-prob is compared.
 
     Returns the largest absolute difference of the encoder outputs and of the decoder scores and states.
     Each side runs on its own outputs, so differences accumulate as they would in a search.
@@ -186,7 +251,15 @@ def measure_graphs(
     encoder_session = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
     decoder_session = ort.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in encoder_session.get_outputs()]
-    decoder, k = DecoderStepGraph(model).eval(), np.array(vocab, dtype=np.int64)
+    decoder: nn.Module = DecoderStepGraph(model).eval()
+    k = np.array(vocab, dtype=np.int64)
+    memory = len(MEMORY_NAMES)
+    step_names = list(names)
+    shortlist: list[np.ndarray] = []
+    if shortlist_size:
+        decoder, k = ShortlistStepGraph(model).eval(), np.array(shortlist_size, dtype=np.int64)
+        shortlist = [sample_sets(len(expand), vocab, shortlist_size, rng), np.arange(vocab, dtype=np.int64)]
+        step_names = [*names[:memory], *SHORTLIST_INPUTS, *names[memory:]]
 
     with torch.no_grad():
         expected = [
@@ -203,20 +276,27 @@ def measure_graphs(
         eos_bias = rng.choice(np.array([0.0, -np.inf, -1.5], dtype=np.float32), len(expand))
         step = (prev, beam_scores, eos_bias, k)
         with torch.no_grad():
-            out = decoder(*(torch.from_numpy(np.asarray(a)) for a in (*step, *expected)))
+            inputs = (*step, *expected[:memory], *shortlist, *expected[memory:])
+            out = decoder(*(torch.from_numpy(np.asarray(a)) for a in inputs))
         scores, ids, *expected_state = (t.numpy() for t in out)
-        feeds = dict(zip([*STEP_INPUTS, *names], [*step, *actual], strict=True))
+        feeds = dict(
+            zip(
+                [*STEP_INPUTS, *step_names],
+                [*step, *actual[:memory], *shortlist, *actual[memory:]],
+                strict=True,
+            )
+        )
         ort_scores, ort_ids, *actual_state = decoder_session.run(None, feeds)
         # Compare per token id, so near-ties ordered differently by the two TopKs do not count.
-        full = np.empty_like(scores)
+        full = np.empty((len(scores), vocab), dtype=scores.dtype)
         np.put_along_axis(full, ids, scores, axis=1)
         decoder_diff = max(
             decoder_diff,
             max_abs_diff(np.take_along_axis(full, ort_ids, axis=1), ort_scores),
             *(max_abs_diff(e, a) for e, a in zip(expected_state, actual_state, strict=True)),
         )
-        expected = [*expected[: len(MEMORY_NAMES)], *expected_state]
-        actual = [*actual[: len(MEMORY_NAMES)], *actual_state]
+        expected = [*expected[:memory], *expected_state]
+        actual = [*actual[:memory], *actual_state]
         prev = rng.integers(EOS_ID + 1, vocab, len(expand))
     diffs["decoder"] = decoder_diff
     return diffs
@@ -246,13 +326,31 @@ def write_tokenizers(loaded: LoadedModel, root: Path) -> dict[str, str]:
 
 
 def build_package(
-    loaded: LoadedModel, root: Path, quantize: str | None, opset: int, max_input_tokens: int
+    loaded: LoadedModel,
+    root: Path,
+    quantize: str | None,
+    opset: int,
+    max_input_tokens: int,
+    shortlist_corpus: Path | None = None,
+    shortlist_size: int = SHORTLIST_SIZE,
 ) -> Manifest:
     """Write every package file into ``root`` (an empty directory) and return the manifest written."""
     model = loaded.model.eval()
     encoder_path, decoder_path = root / ENCODER_FILE, root / DECODER_FILE
-    export_graphs(model, encoder_path, decoder_path, opset)
-    diffs = measure_graphs(model, encoder_path, decoder_path)
+    shortlist_record = None
+    if shortlist_corpus is not None:
+        table, pairs = corpus_shortlist(loaded, shortlist_corpus, shortlist_size)
+        table.save(root / SHORTLIST_FILE)
+        shortlist_record = {
+            "file": SHORTLIST_FILE,
+            "size": table.size,
+            "always": table.always,
+            "per_piece": table.lexical.shape[1],
+            "built_from": f"{shortlist_corpus.name} ({pairs:,} sentence pairs, eflomal alignment)",
+        }
+    size = shortlist_record["size"] if shortlist_record else None
+    export_graphs(model, encoder_path, decoder_path, opset, size)
+    diffs = measure_graphs(model, encoder_path, decoder_path, size)
     worst = max(diffs.values())
     if not worst <= TOLERANCE:
         raise RnnmtError(
@@ -267,7 +365,7 @@ def build_package(
     }
     if quantize:
         quantize_graphs(quantize, encoder_path, decoder_path)
-        quantized = measure_graphs(model, encoder_path, decoder_path)
+        quantized = measure_graphs(model, encoder_path, decoder_path, size)
         if not all(np.isfinite(diff) for diff in quantized.values()):
             raise RnnmtError(f"the {quantize} graphs produce non-finite outputs where PyTorch does not")
         verification |= {
@@ -279,7 +377,7 @@ def build_package(
     tokenizers = write_tokenizers(loaded, root)
     manifest = Manifest(
         format=FORMAT,
-        format_version=FORMAT_VERSION,
+        format_version=FORMAT_VERSION if shortlist_record else 1,  # 1: readable by older rnnmt
         rnnmt_version=rnnmt.__version__,
         source_language=loaded.config.data.src_lang,
         target_language=loaded.config.data.tgt_lang,
@@ -297,6 +395,7 @@ def build_package(
         training=json_safe(loaded.meta),
         evaluation={},
         files={name: file_record(root / name) for name in sorted(os.listdir(root))},
+        shortlist=shortlist_record,
     )
     (root / MANIFEST_FILE).write_text(manifest.to_json() + "\n", encoding="utf-8")
     return manifest
@@ -308,8 +407,12 @@ def export_package(
     quantize: str | None = None,
     opset: int = 17,
     max_input_tokens: int = 250,
+    shortlist_corpus: Path | None = None,
+    shortlist_size: int = SHORTLIST_SIZE,
 ) -> Path:
-    """Export ``checkpoint`` to the package directory ``out_dir`` (new or empty); returns ``out_dir``."""
+    """Export ``checkpoint`` to the package directory ``out_dir`` (new or empty); returns ``out_dir``.
+    With ``shortlist_corpus`` (a parallel corpus prefix, usually the training split) the package gets a
+    lexical shortlist of ``shortlist_size`` pieces per sentence."""
     if quantize not in QUANTIZATIONS:
         raise RnnmtError(
             f"quantize must be one of {[q for q in QUANTIZATIONS if q]} or none, not {quantize!r}"
@@ -322,7 +425,7 @@ def export_package(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        build_package(loaded, tmp, quantize, opset, max_input_tokens)
+        build_package(loaded, tmp, quantize, opset, max_input_tokens, shortlist_corpus, shortlist_size)
         tmp.chmod(0o755)  # mkdtemp creates it private
         tmp.rename(out_dir)  # replaces an empty out_dir
     finally:

@@ -128,6 +128,13 @@ class Decoder(nn.Module):
         self, prev: Tensor, state: DecoderState, keys: Tensor, states: Tensor, mask: Tensor
     ) -> tuple[Tensor, DecoderState]:
         """One token: prev [B] ids → logits [B,V] and the next state."""
+        attentional, new_state = self.attentional_step(prev, state, keys, states, mask)
+        return self.logits(attentional), new_state
+
+    def attentional_step(
+        self, prev: Tensor, state: DecoderState, keys: Tensor, states: Tensor, mask: Tensor
+    ) -> tuple[Tensor, DecoderState]:
+        """One token: prev [B] ids → the attentional vector [B,A] (before the output layer), next state."""
         emb = self.dropout(self.embed(prev)).unsqueeze(1)
         if self.input_feeding:
             h, c, feed = state
@@ -137,7 +144,7 @@ class Decoder(nn.Module):
         rnn_out, (h, c) = self.rnn(emb, (h, c))
         attentional = self.attend(rnn_out, keys, states, mask).squeeze(1)
         new_state = (h, c, attentional) if self.input_feeding else (h, c)
-        return self.logits(attentional), new_state
+        return attentional, new_state
 
     def forward(
         self, tgt_in: Tensor, state: DecoderState, keys: Tensor, states: Tensor, mask: Tensor

@@ -1,8 +1,10 @@
-"""`rnnmt batch INPUT --out OUT`: translate a whole file, streamed, resumable and sharded; and
-`rnnmt batch merge SHARD... --out OUT`: put the outputs of a sharded job back together.
+"""`rnnmt batch INPUT --out OUT`: translate a whole file, streamed, resumable and sharded;
+`rnnmt batch merge SHARD... --out OUT`: put the outputs of a sharded job back together; and
+`rnnmt batch ray INPUT... --out-dir DIR --model PACKAGE`: translate files on a Ray cluster.
 
-`merge` is recognised as the first word after `batch` (:class:`~rnnmt.commands.common.CommandParser`),
-so each form has its own flags and help; an input file named ``merge`` is given as ``./merge``.
+`merge` and `ray` are recognised as the first word after `batch`
+(:class:`~rnnmt.commands.common.CommandParser`), so each form has its own flags and help; an input file
+named ``merge`` or ``ray`` is given as ``./merge`` or ``./ray``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "batch",
         help="translate a whole file with a server or in-process: streamed, resumable, sharded",
-        usage="%(prog)s INPUT --out OUT [options]\n       %(prog)s merge SHARD... --out OUT",
+        usage="%(prog)s INPUT --out OUT [options]\n       %(prog)s merge SHARD... --out OUT\n"
+        "       %(prog)s ray INPUT... --out-dir DIR --model PACKAGE [options]",
         description="Translate INPUT (one segment per line: plain text, a TSV column or a JSONL field) "
         "into --out, one output line per input line, in order. Progress is checkpointed in OUT.progress: "
         "a job stopped at any moment resumes where it was when run again, every line exactly once. "
         "Lines the model refuses are left empty and listed in OUT.errors.jsonl (exit code 3). "
         "With --n-best above 1, each output line adds the n-best (text, score) pairs.",
         epilog="rnnmt batch merge SHARD... --out OUT puts the outputs of the --shard K/N jobs of one "
-        "file together (see rnnmt batch merge --help); an INPUT file named merge is written ./merge.",
+        "file together (see rnnmt batch merge --help); rnnmt batch ray translates files on a Ray cluster "
+        "(see rnnmt batch ray --help). An INPUT file named merge or ray is written ./merge, ./ray.",
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help="the file to translate")
     parser.add_argument("--out", type=Path, required=True, help="output file")
@@ -92,6 +96,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD", help="the output of each shard job")
     merge.add_argument("--out", type=Path, required=True, help="the merged file")
     merge.set_defaults(func=run_merge)
+
+    on_ray = parser.add_command(
+        "ray",
+        description="Translate each INPUT (plain text, one segment per line) into --out-dir/<its name> "
+        "on a Ray cluster (the rnnmt[ray] extra): Ray Data feeds the lines to --workers engine workers "
+        "(one CPU each), and each output appears, complete, by rename; inputs whose output exists are "
+        "skipped, so running the command again resumes file by file. Every node must see the package "
+        "and the inputs at the same paths. Lines the model refuses are left empty and listed in "
+        "<output>.errors.jsonl (exit code 3).",
+    )
+    on_ray.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files to translate")
+    on_ray.add_argument("--out-dir", type=Path, required=True, help="folder of the outputs")
+    on_ray.add_argument("--model", type=Path, required=True, help="model package or repository")
+    on_ray.add_argument("--model-name", default="", help="model name in a repository (default: the first)")
+    on_ray.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS", "local"),
+        help="the Ray cluster: 'auto' (the one this node is part of), ray://HOST:10001, or 'local' "
+        "(start one in this process) [env RAY_ADDRESS; default: %(default)s]",
+    )
+    on_ray.add_argument("--workers", type=int, default=2, help="engine workers (one CPU each)")
+    on_ray.add_argument("--chunk-lines", type=int, default=64, help="lines per engine call")
+    on_ray.add_argument("--engine-threads", type=int, default=1, help="onnxruntime threads per worker")
+    add_decoding_options(on_ray)
+    on_ray.set_defaults(func=run_ray)
 
 
 def open_backend(args: argparse.Namespace, options: Decoding) -> Backend:
@@ -166,4 +195,47 @@ def run_merge(args: argparse.Namespace) -> None:
     print(f"merged {len(args.shards)} shards: {merged.lines:,} lines → {args.out}")
     if merged.failed:
         print(f"{merged.failed:,} line{'s' * (merged.failed != 1)} failed: see {errors_path(args.out)}")
+        raise SystemExit(FAILED_EXIT_CODE)
+
+
+def run_ray(args: argparse.Namespace) -> None:
+    """Translate the inputs on the Ray cluster of --address, and report per file."""
+    try:
+        import ray
+    except ImportError:
+        raise RnnmtError("rnnmt batch ray needs the ray extra: pip install 'rnnmt[ray]'") from None
+    from rnnmt.serving.batch.checkpoint import errors_path
+    from rnnmt.serving.batch.ray import translate_files
+
+    if args.workers < 1:
+        raise RnnmtError("--workers must be at least 1")
+    missing = [str(p) for p in args.inputs if not p.is_file()]
+    if missing:
+        raise RnnmtError(f"input not found: {', '.join(missing)}")
+    ray.init(address=None if args.address == "local" else args.address, log_to_driver=False)
+    try:
+        results = translate_files(
+            args.inputs,
+            args.out_dir,
+            args.model,
+            model_name=args.model_name,
+            decoding=decoding(args),
+            workers=args.workers,
+            chunk_lines=args.chunk_lines,
+            engine_threads=args.engine_threads,
+        )
+    finally:
+        ray.shutdown()
+    for path in args.inputs:
+        result = results.get(path.resolve())
+        target = args.out_dir / path.name
+        if result is None:
+            print(f"{path}: {target} exists already; skipped")
+            continue
+        print(f"{path}: {result.lines:,} lines → {target}")
+        if result.failed:
+            print(
+                f"  {result.failed:,} line{'s' * (result.failed != 1)} failed (left empty): see {errors_path(target)}"
+            )
+    if any(r.failed for r in results.values()):
         raise SystemExit(FAILED_EXIT_CODE)

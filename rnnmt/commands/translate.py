@@ -26,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("texts", nargs="*", help="texts to translate (default: one per line of stdin)")
     add_server_option(parser)
     parser.add_argument("--model", default="", help="model name (default: the server's default)")
+    parser.add_argument("--model-version", default="", help="model version (default: the latest served)")
     add_decoding_options(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="lines per request")
     parser.add_argument(
@@ -58,7 +59,10 @@ def run(args: argparse.Namespace) -> None:
             return
         lines = args.texts or (line.rstrip("\r\n") for line in sys.stdin)
         number = 0
-        for translations in client.translate_stream(batched(lines, args.batch_size), args.model, **options):
+        batches = batched(lines, args.batch_size)
+        for translations in client.translate_stream(
+            batches, args.model, **options, model_version=args.model_version
+        ):
             for translation in translations:
                 if args.n_best > 1:  # Moses n-best format: sentence number ||| text ||| score
                     for h in translation.hypotheses:

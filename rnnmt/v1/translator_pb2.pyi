@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TranslateRequest(_message.Message):
-    __slots__ = ("texts", "model", "options")
+    __slots__ = ("texts", "model", "options", "model_version")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     model: str
     options: DecodingOptions
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., options: _Optional[_Union[DecodingOptions, _Mapping]] = ...) -> None: ...
+    model_version: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., options: _Optional[_Union[DecodingOptions, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class DecodingOptions(_message.Message):
     __slots__ = ("beam_size", "n_best", "length_penalty", "max_output_tokens")
@@ -29,12 +31,14 @@ class DecodingOptions(_message.Message):
     def __init__(self, beam_size: _Optional[int] = ..., n_best: _Optional[int] = ..., length_penalty: _Optional[float] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...
 
 class TranslateResponse(_message.Message):
-    __slots__ = ("translations", "model")
+    __slots__ = ("translations", "model", "model_version")
     TRANSLATIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     translations: _containers.RepeatedCompositeFieldContainer[Translation]
     model: str
-    def __init__(self, translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+    model_version: str
+    def __init__(self, translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Translation(_message.Message):
     __slots__ = ("hypotheses",)
@@ -65,7 +69,7 @@ class ModelInfo(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "source_language", "target_language", "version", "rnnmt_version", "quantization", "scores", "defaults", "limits")
+    __slots__ = ("name", "source_language", "target_language", "version", "rnnmt_version", "quantization", "scores", "defaults", "limits", "model_version", "latest", "signed_by")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +86,9 @@ class Model(_message.Message):
     SCORES_FIELD_NUMBER: _ClassVar[int]
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     source_language: str
     target_language: str
@@ -91,7 +98,10 @@ class Model(_message.Message):
     scores: _containers.ScalarMap[str, float]
     defaults: DecodingOptions
     limits: Limits
-    def __init__(self, name: _Optional[str] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., version: _Optional[str] = ..., rnnmt_version: _Optional[str] = ..., quantization: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., defaults: _Optional[_Union[DecodingOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    model_version: str
+    latest: bool
+    signed_by: str
+    def __init__(self, name: _Optional[str] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., version: _Optional[str] = ..., rnnmt_version: _Optional[str] = ..., quantization: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., defaults: _Optional[_Union[DecodingOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., model_version: _Optional[str] = ..., latest: _Optional[bool] = ..., signed_by: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_input_tokens", "max_texts_per_request", "max_beam_size", "max_output_tokens")

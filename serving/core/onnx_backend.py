@@ -3,12 +3,17 @@
 Memory is ``(states [R,S,2H], keys [R,S,K], mask [R,S] bool)``; the state is the package's
 ``decoder_state`` tensors, each with rows first (``state_h [R,L,D]``, ``state_c [R,L,D]``, optionally
 ``state_feed [R,A]``). The decoder step returns only the top-k scores and ids per row.
+
+With a :class:`~rnnmt.serving.core.shortlist.Shortlist`, the memory also holds each row's set as
+``positions [R,L]`` into the batch's union ``vocab [C]``; the union is batch-wide (:class:`BatchWide`),
+computed once at encoding and kept as rows leave (a superset does not change any row's result).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -20,9 +25,11 @@ from rnnmt.serving.core.package import (
     ENCODER_INPUTS,
     MEMORY_NAMES,
     NEXT_PREFIX,
+    SHORTLIST_INPUTS,
     STEP_INPUTS,
     STEP_OUTPUTS,
 )
+from rnnmt.serving.core.shortlist import Shortlist
 
 _LOAD_ERRORS = (
     ort_state.Fail,
@@ -61,13 +68,29 @@ def check_names(path: Path, kind: str, actual: Sequence[str], expected: Sequence
         )
 
 
-class OnnxBackend:
-    """:class:`~rnnmt.serving.core.beam_search.DecoderBackend` over ``encoder.onnx`` and ``decoder.onnx``."""
+class BatchWide(NamedTuple):
+    """A memory array of the whole batch rather than of its rows: :meth:`OnnxBackend.take` keeps it."""
 
-    def __init__(self, encoder: Path, decoder: Path, state_names: Sequence[str], threads: int = 0) -> None:
+    array: np.ndarray
+
+
+class OnnxBackend:
+    """:class:`~rnnmt.serving.core.beam_search.DecoderBackend` over ``encoder.onnx`` and ``decoder.onnx``
+    (the shortlist's graph when ``shortlist`` is given)."""
+
+    def __init__(
+        self,
+        encoder: Path,
+        decoder: Path,
+        state_names: Sequence[str],
+        threads: int = 0,
+        shortlist: Shortlist | None = None,
+    ) -> None:
         self.encoder = open_session(encoder, threads)
         self.decoder = open_session(decoder, threads)
         self.state_names = list(state_names)
+        self.shortlist = shortlist
+        self.memory_names = [*MEMORY_NAMES, *(SHORTLIST_INPUTS if shortlist else ())]
         self.memory_outputs = [*MEMORY_NAMES, *self.state_names]
         self.step_outputs = [*STEP_OUTPUTS, *(NEXT_PREFIX + name for name in self.state_names)]
         check_names(encoder, "inputs", [i.name for i in self.encoder.get_inputs()], ENCODER_INPUTS)
@@ -76,17 +99,22 @@ class OnnxBackend:
             decoder,
             "inputs",
             [i.name for i in self.decoder.get_inputs()],
-            [*STEP_INPUTS, *self.memory_outputs],
+            [*STEP_INPUTS, *self.memory_names, *self.state_names],
         )
         check_names(decoder, "outputs", [o.name for o in self.decoder.get_outputs()], self.step_outputs)
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[Arrays, Arrays]:
-        """src [N,S] int64, lengths [N] int64 → memory (states, keys, mask), initial state (rows first)."""
+        """src [N,S] int64, lengths [N] int64 → memory (states, keys, mask(, positions, vocab)), initial
+        state (rows first)."""
         outputs = self.encoder.run(self.memory_outputs, {"src": src, "src_lengths": lengths})
-        return tuple(outputs[: len(MEMORY_NAMES)]), tuple(outputs[len(MEMORY_NAMES) :])
+        memory = tuple(outputs[: len(MEMORY_NAMES)])
+        if self.shortlist:
+            vocab, positions = self.shortlist.batch(src, lengths)
+            memory += (positions, BatchWide(vocab))
+        return memory, tuple(outputs[len(MEMORY_NAMES) :])
 
     def take(self, arrays: Arrays, rows: np.ndarray) -> Arrays:
-        return tuple(a[rows] for a in arrays)
+        return tuple(a if isinstance(a, BatchWide) else a[rows] for a in arrays)
 
     def step(
         self,
@@ -103,7 +131,10 @@ class OnnxBackend:
             "beam_scores": beam_scores,
             "eos_bias": eos_bias,
             "k": np.array(k, dtype=np.int64),
-            **dict(zip(MEMORY_NAMES, memory, strict=True)),
+            **{
+                name: a.array if isinstance(a, BatchWide) else a
+                for name, a in zip(self.memory_names, memory, strict=True)
+            },
             **dict(zip(self.state_names, state, strict=True)),
         }
         scores, ids, *next_state = self.decoder.run(self.step_outputs, feeds)

@@ -1,6 +1,7 @@
 """Model packages: what `rnnmt export` writes and the server and batch jobs load, verified before use.
 
-A package holds ``encoder.onnx``, ``decoder.onnx`` (one decoder step), the SentencePiece model(s) and
+A package holds ``encoder.onnx``, ``decoder.onnx`` (one decoder step), the SentencePiece model(s),
+optionally a lexical shortlist (``shortlist.npz``, see :mod:`rnnmt.serving.core.shortlist`) and
 ``manifest.json``. The manifest records the format, the model and tokenizer facts the engine needs, how
 the export was checked, and the sha256 and size of every other file, so a missing, truncated, tampered
 or incompatible package is refused with a message naming the file instead of failing later in
@@ -12,6 +13,12 @@ Graph interface (``R`` rows, ``N`` sentences, ``S`` source length):
   the initial decoder state, one output per name of ``Manifest.decoder_state`` (``state_h``, ...).
 - decoder: ``prev [R] int64``, the memory, the state, ``beam_scores [R]``, ``eos_bias [R]``, ``k`` (scalar
   int64) → ``topk_scores [R,k]``, ``topk_ids [R,k]`` and the next state as ``next_<state name>``.
+  With a shortlist it also takes ``positions [R,L] int64`` (each row's set as positions in ``vocab``)
+  and ``vocab [C] int64`` (the batch's union of sets, sorted), and normalises each row over its own
+  ``L`` pieces.
+
+Format versions: 1 has no shortlist; 2 adds the ``shortlist`` field (written only for packages with one,
+so that a package without it stays readable by older rnnmt). Both are read.
 """
 
 from __future__ import annotations
@@ -21,13 +28,18 @@ import json
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rnnmt.errors import RnnmtError
 from rnnmt.tokenizers.sentencepiece import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
+if TYPE_CHECKING:
+    from rnnmt.serving.core.signing import TrustedKeys
+
 FORMAT = "rnnmt-onnx-package"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+SHORTLIST_FILE = "shortlist.npz"
 MANIFEST_FILE = "manifest.json"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -38,6 +50,7 @@ ENCODER_INPUTS = ("src", "src_lengths")
 MEMORY_NAMES = ("states", "keys", "mask")
 STEP_INPUTS = ("prev", "beam_scores", "eos_bias", "k")
 STEP_OUTPUTS = ("topk_scores", "topk_ids")
+SHORTLIST_INPUTS = ("positions", "vocab")
 NEXT_PREFIX = "next_"
 
 
@@ -66,10 +79,13 @@ class Manifest:
     evaluation: dict[str, Any]  # scores of this package by `rnnmt evaluate --record NAME`: NAME → record
     # Every file but the manifest: name → {"sha256": hex digest, "bytes": size}.
     files: dict[str, dict[str, Any]]
+    # Format 2: {"file": SHORTLIST_FILE, "size": L, ...how it was built and its coverage}, or None.
+    shortlist: dict[str, Any] | None = None
 
     def to_json(self) -> str:
+        names = [f.name for f in fields(self) if f.name != "shortlist" or self.format_version >= 2]
         return json.dumps(
-            {f.name: getattr(self, f.name) for f in fields(self)},
+            {name: getattr(self, name) for name in names},
             indent=2,
             ensure_ascii=False,
             allow_nan=False,
@@ -97,6 +113,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "evaluation": dict,
     "files": dict,
 }
+_FIELD_TYPES_2: dict[str, type | tuple[type, ...]] = {**_FIELD_TYPES, "shortlist": (dict, type(None))}
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,7 @@ class ModelPackage:
     root: Path
     manifest: Manifest
     version: str  # the content version: the first 16 hex digits of the manifest file's sha256
+    signed_by: str | None = None  # the id of the trusted key whose signature was checked, if one was
 
     @property
     def encoder_path(self) -> Path:
@@ -114,6 +132,10 @@ class ModelPackage:
     @property
     def decoder_path(self) -> Path:
         return self.root / DECODER_FILE
+
+    @property
+    def shortlist_path(self) -> Path | None:
+        return self.root / SHORTLIST_FILE if self.manifest.shortlist is not None else None
 
     @property
     def source_tokenizer_path(self) -> Path:
@@ -137,21 +159,28 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def parse_manifest(values: Any, where: str) -> Manifest:
-    """Check the format first (so a newer package says so), then every field's presence and type."""
+def _field_types(values: Any, where: str) -> dict[str, type | tuple[type, ...]]:
+    """The fields of the manifest's format version, once its format and version are known to be read."""
     if not isinstance(values, dict) or values.get("format") != FORMAT:
         raise RnnmtError(f"{where} is not an rnnmt model package manifest (format must be {FORMAT!r})")
-    if values.get("format_version") != FORMAT_VERSION:
+    version = values.get("format_version")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise RnnmtError(
-            f"{where} has package format version {values.get('format_version')!r}; this rnnmt "
-            f"reads version {FORMAT_VERSION}: re-export the checkpoint with this rnnmt"
+            f"{where} has package format version {version!r}; this rnnmt reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: re-export the checkpoint with this rnnmt"
         )
-    for name, kind in _FIELD_TYPES.items():
+    return _FIELD_TYPES_2 if version >= 2 else _FIELD_TYPES
+
+
+def parse_manifest(values: Any, where: str) -> Manifest:
+    """Check the format first (so a newer package says so), then every field's presence and type."""
+    field_types = _field_types(values, where)
+    for name, kind in field_types.items():
         if name not in values:
             raise RnnmtError(f"{where} is incomplete: field {name!r} is missing")
         if not isinstance(values[name], kind) or isinstance(values[name], bool):
             raise RnnmtError(f"{where}: field {name!r} has the wrong type ({values[name]!r})")
-    unknown = sorted(set(values) - set(_FIELD_TYPES))
+    unknown = sorted(set(values) - set(field_types))
     if unknown:
         raise RnnmtError(f"{where} has unknown field(s) {', '.join(unknown)}")
     manifest = Manifest(**values)
@@ -163,7 +192,10 @@ def parse_manifest(values: Any, where: str) -> Manifest:
         raise RnnmtError(f"{where}: special ids {manifest.special_ids} are not rnnmt's {SPECIAL_IDS}")
     if manifest.quantization not in QUANTIZATIONS:
         raise RnnmtError(f"{where}: unknown quantization {manifest.quantization!r}")
+    if manifest.shortlist is not None and manifest.shortlist.get("file") != SHORTLIST_FILE:
+        raise RnnmtError(f"{where}: 'shortlist' must name the file {SHORTLIST_FILE!r}")
     needed = {ENCODER_FILE, DECODER_FILE, *manifest.tokenizers.values()}
+    needed |= {SHORTLIST_FILE} if manifest.shortlist is not None else set()
     missing = sorted(needed - set(manifest.files))
     if missing:
         raise RnnmtError(f"{where} does not list file(s) {', '.join(missing)}")
@@ -191,26 +223,46 @@ def verify_file(root: Path, name: str, record: Any) -> None:
         )
 
 
-def find_packages(model_dir: Path) -> dict[str, Path]:
-    """Model name → package folder, sorted by name; an :class:`RnnmtError` if there is none.
+def find_versions(model_dir: Path) -> dict[str, dict[str, Path]]:
+    """Model name → its versions (version → package folder), names sorted, versions oldest first; an
+    :class:`RnnmtError` if there is no model.
 
-    ``model_dir`` is a *model repository*, one package folder per model named after the model (hidden
-    folders skipped), or itself a package (it holds ``manifest.json``), named after its folder. The
-    folders are not verified here: :func:`load_package` does that.
+    ``model_dir`` is a *model repository* or itself a package (it holds ``manifest.json``; one model
+    named after its folder). In a repository each folder (hidden ones skipped) is a model named after
+    it: either a package itself, an *unversioned* model whose one version is ``""``, or a folder of
+    versions, subfolders named by whole numbers (``1``, ``2``, ...; the highest is the latest), each a
+    package. The packages are not verified here: :func:`load_package` does that.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise RnnmtError(f"model directory not found: {model_dir}")
     if (model_dir / MANIFEST_FILE).is_file():
-        return {model_dir.resolve().name: model_dir}
-    found = {p.name: p for p in sorted(model_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+        return {model_dir.resolve().name: {"": model_dir}}
+    found: dict[str, dict[str, Path]] = {}
+    for folder in sorted(model_dir.iterdir()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        versions = sorted(
+            (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and p.name.isascii()),
+            key=lambda p: int(p.name),
+        )
+        if versions and not (folder / MANIFEST_FILE).exists():
+            found[folder.name] = {p.name: p for p in versions}
+        else:
+            found[folder.name] = {"": folder}
     if not found:
         raise RnnmtError(f"{model_dir} holds no model package (folders with {MANIFEST_FILE})")
     return found
 
 
-def load_package(root: Path) -> ModelPackage:
-    """Read and verify a package directory; any problem is an :class:`RnnmtError` naming the file."""
+def find_packages(model_dir: Path) -> dict[str, Path]:
+    """Model name → the package folder of its latest version (see :func:`find_versions`)."""
+    return {name: list(versions.values())[-1] for name, versions in find_versions(model_dir).items()}
+
+
+def load_package(root: Path, trusted_keys: TrustedKeys | None = None) -> ModelPackage:
+    """Read and verify a package directory; any problem is an :class:`RnnmtError` naming the file.
+    With ``trusted_keys``, the package must also carry a valid signature by one of them."""
     root = Path(root)
     manifest_path = root / MANIFEST_FILE
     if not root.is_dir():
@@ -222,10 +274,11 @@ def load_package(root: Path) -> ModelPackage:
         values = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RnnmtError(f"{manifest_path} is not valid JSON (truncated or damaged?): {exc}") from exc
+    signed_by = trusted_keys.verify(root, data) if trusted_keys is not None else None
     manifest = parse_manifest(values, str(manifest_path))
     for name, record in manifest.files.items():
         verify_file(root, name, record)
-    return ModelPackage(root, manifest, hashlib.sha256(data).hexdigest()[:16])
+    return ModelPackage(root, manifest, hashlib.sha256(data).hexdigest()[:16], signed_by)
 
 
 def record_evaluation(root: Path, name: str, record: dict[str, Any]) -> Manifest:

@@ -9,12 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.beam_search import DecoderBackend, Hypothesis, search_sorted
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import MANIFEST_FILE, Manifest, ModelPackage, load_package
+from rnnmt.serving.core.shortlist import Shortlist
 from rnnmt.tokenizers.sentencepiece import EOS_ID, Tokenizer
+
+if TYPE_CHECKING:
+    from rnnmt.serving.core.signing import TrustedKeys
 
 DEFAULT_OPTIONS = SearchOptions()
 
@@ -58,14 +63,21 @@ class Translator:
         self.package = package
 
     @classmethod
-    def from_package(cls, package_dir: Path, threads: int = 0, max_batch_rows: int = 256) -> Translator:
+    def from_package(
+        cls,
+        package_dir: Path,
+        threads: int = 0,
+        max_batch_rows: int = 256,
+        trusted_keys: TrustedKeys | None = None,
+    ) -> Translator:
         """The translator of a verified model package on onnxruntime (no torch); ``threads`` are
-        onnxruntime intra-op threads (0 = its default). Its default options are the manifest's."""
+        onnxruntime intra-op threads (0 = its default). Its default options are the manifest's. With
+        ``trusted_keys`` the package must be signed by one of them."""
         from rnnmt.serving.core.onnx_backend import OnnxBackend
 
         if threads < 0:
             raise RnnmtError(f"threads must be 0 (onnxruntime's default) or more, not {threads}")
-        package = load_package(package_dir)
+        package = load_package(package_dir, trusted_keys)
         manifest = package.manifest
         tokenizers = []
         for path, size in (
@@ -81,8 +93,15 @@ class Translator:
             defaults = SearchOptions(**manifest.decoding)
         except TypeError as exc:
             raise RnnmtError(f"{manifest_path}: invalid decoding defaults: {exc}") from exc
-        backend = OnnxBackend(package.encoder_path, package.decoder_path, manifest.decoder_state, threads)
         src, tgt = tokenizers
+        shortlist = None
+        if package.shortlist_path is not None:
+            shortlist = Shortlist.load(package.shortlist_path).check(
+                src.vocab_size, tgt.vocab_size, str(package.shortlist_path)
+            )
+        backend = OnnxBackend(
+            package.encoder_path, package.decoder_path, manifest.decoder_state, threads, shortlist
+        )
         translator = cls(backend, src, tgt, manifest.max_input_tokens, max_batch_rows, defaults, package)
         try:
             translator.check_options(defaults)

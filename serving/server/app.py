@@ -7,9 +7,11 @@ them in shared batches and wake the waiting call. No thread is held by a waiting
 concurrent calls cost memory for their sentences only, which the batcher's queue bounds.
 
 Lifecycle: the port opens first, with health NOT_SERVING and calls refused with UNAVAILABLE while the
-models load and translate a warm-up text; then health turns SERVING. On SIGTERM or SIGINT health turns
-NOT_SERVING, new calls are refused, calls in flight get ``grace_seconds`` to finish, and :func:`serve`
-returns.
+models load and translate a warm-up text; then health turns SERVING. The model repository is reloaded
+(:meth:`~rnnmt.serving.server.model_repository.ModelRepository.reload`) on SIGHUP, every
+``poll_seconds`` if set, and by the admin service; health stays SERVING throughout. On SIGTERM or SIGINT
+health turns NOT_SERVING, new calls are refused, calls in flight get ``grace_seconds`` to finish, and
+:func:`serve` returns.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rnnmt.errors import RnnmtError
+from rnnmt.serving.core.signing import TrustedKeys
+from rnnmt.serving.server.admin import METHOD_PREFIX as ADMIN_PREFIX
+from rnnmt.serving.server.admin import SERVICE_NAME as ADMIN_SERVICE
+from rnnmt.serving.server.admin import AdminService
 from rnnmt.serving.server.batcher import Batcher, TranslatorRunner
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.interceptors import (
@@ -34,8 +40,9 @@ from rnnmt.serving.server.interceptors import (
     read_tokens,
 )
 from rnnmt.serving.server.metrics import Metrics, log_json_to_stderr, stderr_as_json
-from rnnmt.serving.server.model_repository import ModelRepository
+from rnnmt.serving.server.model_repository import LoadSettings, ModelRepository, ReloadReport, VersionPolicy
 from rnnmt.serving.server.service import SERVICE_NAME, TranslatorService
+from rnnmt.v1 import admin_pb2_grpc as admin_grpc
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
@@ -53,6 +60,9 @@ class TranslationServer:
         self.service = TranslatorService(self.metrics, self.config.max_texts_per_request)
         self._server: grpc.aio.Server | None = None
         self._batcher: Batcher | None = None
+        self._repository: ModelRepository | None = None
+        self._reloading = asyncio.Lock()
+        self._poller: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Listen, load and warm up the models, then report SERVING; returns the port.
@@ -62,13 +72,14 @@ class TranslationServer:
         """
         c = self.config
         tokens = read_tokens(c.auth_token, c.auth_token_file)
+        admin_tokens = read_tokens(c.admin_token, c.admin_token_file, "--admin-token-file")
         credentials = self._credentials()
-        if tokens and credentials is None:
+        if (tokens or admin_tokens) and credentials is None:
             logger.warning(
                 "INSECURE: bearer tokens are accepted over plaintext (--allow-insecure-token): they travel "
                 "in clear, for anyone on the network to read and reuse; serve TLS with --tls-cert and --tls-key"
             )
-        server = self._grpc_server(tokens)
+        server = self._grpc_server(tokens, admin_tokens)
         self.port = await self._listen(server, credentials)
         self._server = server
         try:
@@ -79,6 +90,10 @@ class TranslationServer:
             self.metrics.close()
             raise
         self._start_batcher(repository)
+        self._repository = repository
+        self.metrics.serving((m.name, m.version, m.translator.version) for m in repository.served())
+        if c.poll_seconds:
+            self._poller = asyncio.ensure_future(self._poll(c.poll_seconds))
         self._unavailable = None
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
@@ -88,8 +103,10 @@ class TranslationServer:
                     "address": f"{c.host}:{self.port}",
                     "tls": "mutual" if c.tls_client_ca else "on" if credentials else "off",
                     "auth": "bearer token" if tokens else "off",
-                    "models": list(repository.models),
+                    "models": [m.label for m in repository.served()],
                     "default_model": repository.default,
+                    "admin": "on" if admin_tokens else "off",
+                    "trusted_keys": str(c.trusted_keys) if c.trusted_keys else None,
                     "workers": c.worker_count,
                     "batching": c.batching,
                     "metrics": f"{c.metrics_host}:{c.metrics_port}" if c.metrics_port else None,
@@ -98,9 +115,45 @@ class TranslationServer:
         )
         return self.port
 
+    async def reload(self) -> ReloadReport:
+        """Reload the model repository (one reload at a time), record it in the metrics and the log."""
+        assert self._repository is not None, "reload before start"
+        repository = self._repository
+        async with self._reloading:
+            report = await asyncio.to_thread(repository.reload)
+        m = self.metrics
+        m.reloads.labels("failed" if report.failed else "ok").inc()
+        for failure in report.failed:
+            m.load_failures.labels(failure.name, failure.version).inc()
+        m.serving((model.name, model.version, model.translator.version) for model in repository.served())
+        logger.log(
+            logging.ERROR if report.failed else logging.INFO,
+            "models reloaded",
+            extra={
+                "fields": {
+                    "loaded": [model.label for model in report.loaded],
+                    "unloaded": [model.label for model in report.unloaded],
+                    "kept": [model.label for model in report.kept],
+                    "failed": [f"{f.path}: {f.error}" for f in report.failed],
+                }
+            },
+        )
+        return report
+
+    async def _poll(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.reload()
+            except Exception:  # a reload that failed unexpectedly: the models served stay, polling goes on
+                logger.exception("reload failed")
+
     async def stop(self) -> None:
         """Graceful shutdown: NOT_SERVING, refuse new calls, let calls in flight finish (``grace_seconds``)."""
         self._unavailable = "the server is shutting down"
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.config.grace_seconds)
@@ -143,16 +196,28 @@ class TranslationServer:
             raise RnnmtError(f"--tls-key {c.tls_key} holds no usable PEM private key: {exc}") from exc
         return grpc.ssl_server_credentials([pair], client_ca, require_client_auth=client_ca is not None)
 
-    def _grpc_server(self, tokens: list[str]) -> grpc.aio.Server:
+    def _grpc_server(self, tokens: list[str], admin_tokens: list[str]) -> grpc.aio.Server:
         """The gRPC server with its interceptors (bearer tokens if any, availability, malformed requests)
-        and services: the translator, health and reflection."""
+        and services: the translator, health, reflection and, with admin tokens, the admin service."""
         c = self.config
         interceptors: list[grpc.aio.ServerInterceptor] = [
             AvailabilityInterceptor(lambda: self._unavailable, self.metrics),
             MalformedRequestInterceptor(self.metrics),
         ]
         if tokens:
-            interceptors.insert(0, BearerTokenInterceptor(tokens, self.metrics))
+            interceptors.insert(
+                0,
+                BearerTokenInterceptor(
+                    tokens, self.metrics, lambda method: not method.startswith(ADMIN_PREFIX)
+                ),
+            )
+        if admin_tokens:
+            interceptors.insert(
+                0,
+                BearerTokenInterceptor(
+                    admin_tokens, self.metrics, lambda method: method.startswith(ADMIN_PREFIX)
+                ),
+            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -164,9 +229,11 @@ class TranslationServer:
         )
         pb_grpc.add_TranslatorServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if admin_tokens:
+            admin_grpc.add_AdminServicer_to_server(AdminService(self.reload), server)
+            services.append(ADMIN_SERVICE)
+        reflection.enable_server_reflection(services, server)
         return server
 
     async def _listen(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
@@ -199,9 +266,12 @@ class TranslationServer:
     async def _load_models(self) -> ModelRepository:
         """Find, verify, load and warm up the models, on a thread (health checks keep being answered)."""
         c = self.config
+        policy = VersionPolicy.parse(c.version_policy)
+        trusted = TrustedKeys.load(c.trusted_keys) if c.trusted_keys else None
+        settings = LoadSettings(c.engine_threads, c.max_batch_rows, trusted)
         try:
             return await asyncio.to_thread(
-                ModelRepository.load, c.model_dir, c.default_model, c.engine_threads, c.max_batch_rows
+                ModelRepository.load, c.model_dir, c.default_model, policy, settings
             )
         except OSError as exc:
             raise RnnmtError(f"cannot load the models in {c.model_dir}: {exc}") from exc
@@ -210,7 +280,7 @@ class TranslationServer:
         """Start the batcher's workers over the models and hand both to the service."""
         c = self.config
         self._batcher = Batcher(
-            TranslatorRunner({name: model.translator for name, model in repository.models.items()}),
+            TranslatorRunner(),
             self.metrics,
             workers=c.worker_count,
             max_batch_rows=c.max_batch_rows,
@@ -233,6 +303,14 @@ async def _serve(config: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     server = TranslationServer(config)
     await server.start()
+    reloads: set[asyncio.Future[ReloadReport]] = set()
+
+    def reload() -> None:
+        future = asyncio.ensure_future(server.reload())
+        reloads.add(future)
+        future.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     logger.info("shutting down", extra={"fields": {"grace_seconds": config.grace_seconds}})
     await server.stop()

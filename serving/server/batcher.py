@@ -2,7 +2,7 @@
 turns on one worker thread per core, a few decoder steps at a time.
 
 **Batching.** A request becomes a :class:`Job`; its sentences are queued, shortest first, in the *group* of
-its model and decoding options, so a batch only ever mixes sentences searched with the same settings, and
+its model (one served version of it: :class:`Model`) and decoding options, so a batch only ever mixes sentences searched with the same settings, and
 each sentence gets exactly the result it would get alone (the engine's padding is exact, and a sentence's
 rows are computed independently of the others). The queue is bounded in sentences: a job that does not
 fit is refused at once with :class:`QueueFull`. A group is *ready* when it holds a full batch
@@ -30,8 +30,9 @@ translations, or the exception that ended the job (:class:`DeadlineExpired`, :cl
 the error of a failed search: a batch that fails is searched again job by job, so only the culprit
 fails). A cancelled job's future is cancelled and never set.
 
-The batcher knows searches only through a :class:`Runner`, so it can be tested with a fake one. The
-workers share each model's translator (a search keeps its state locally; onnxruntime releases the GIL
+The batcher knows searches only through a :class:`Runner`, so it can be tested with a fake one; a job holds
+its model, so a model no longer served elsewhere lives on until its last job ends. The workers share
+each model's translator (a search keeps its state locally; onnxruntime releases the GIL
 while it runs, so workers compute in parallel).
 """
 
@@ -42,7 +43,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -89,27 +90,38 @@ class Search(Protocol):
         """Per source its hypotheses, best first (none for a dropped source)."""
 
 
+class Model(Hashable, Protocol):
+    """A job's model: one served version (:class:`~rnnmt.serving.server.model_repository.ServedModel`).
+    Its name and version label the metrics."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def translator(self) -> Translator: ...
+
+
 class Runner(Protocol):
     """What the batcher runs: searches of a model, and the texts of their hypotheses."""
 
-    def search(self, model: str, sources: Sequence[Sequence[int]], options: SearchOptions) -> Search:
+    def search(self, model: Model, sources: Sequence[Sequence[int]], options: SearchOptions) -> Search:
         """Start (encode) the search of a batch of checked, non-empty sources."""
 
-    def texts(self, model: str, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
+    def texts(self, model: Model, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
         """The detokenized ``found`` hypotheses, in the same shape."""
 
 
 class TranslatorRunner:
     """The :class:`Runner` of served models: beam searches over each model's translator."""
 
-    def __init__(self, translators: Mapping[str, Translator]) -> None:
-        self.translators = translators
+    def search(self, model: Model, sources: Sequence[Sequence[int]], options: SearchOptions) -> BeamSearch:
+        return BeamSearch(model.translator.backend, sources, options)
 
-    def search(self, model: str, sources: Sequence[Sequence[int]], options: SearchOptions) -> BeamSearch:
-        return BeamSearch(self.translators[model].backend, sources, options)
-
-    def texts(self, model: str, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
-        texts = iter(self.translators[model].detokenize([h.tokens for hyps in found for h in hyps]))
+    def texts(self, model: Model, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
+        texts = iter(model.translator.detokenize([h.tokens for hyps in found for h in hyps]))
         return [[TextHypothesis(next(texts), h.score) for h in hyps] for hyps in found]
 
 
@@ -119,7 +131,7 @@ class Job:
     ``future`` gets per source its ``n_best`` translations, best first, or the exception that ended
     the job. ``sources`` are source ids (pieces + EOS, at least one piece each)."""
 
-    model: str
+    model: Model
     options: SearchOptions
     sources: Sequence[Sequence[int]]
     deadline: float | None  # time.monotonic() seconds; None = none
@@ -141,7 +153,7 @@ class Job:
         return self.deadline is not None and self.deadline <= now
 
 
-GroupKey = tuple[str, SearchOptions]  # model name, decoding options
+GroupKey = tuple[Model, SearchOptions]
 Group = dict[Job, deque[int]]  # queued sentence indices per job, jobs in arrival order
 Priority = tuple[int, float]  # (0, arrival order) for light work, (1, seconds served) for heavy work
 
@@ -207,7 +219,7 @@ class Batcher:
 
     def submit(
         self,
-        model: str,
+        model: Model,
         sources: Sequence[Sequence[int]],
         options: SearchOptions,
         deadline: float | None,
@@ -225,7 +237,7 @@ class Batcher:
             job = Job(model, options, sources, deadline, next(self._order), time.monotonic())
             self._groups.setdefault((model, options), {})[job] = shortest_first
             self._queued += len(sources)
-            self.metrics.received.labels(model).inc(len(sources))
+            self.metrics.received.labels(model.name, model.version).inc(len(sources))
             self._cond.notify()  # one idle worker; it wakes another if it leaves work behind
         job.future.add_done_callback(lambda future: self.cancel(job) if future.cancelled() else None)
         return job
@@ -450,11 +462,11 @@ class Batcher:
         m = self.metrics
         m.batch_rows.observe(len(run.items) * options.beam_size)
         m.batch_seconds.observe(run.seconds)
-        m.sentences.labels(model).inc(len(kept))
-        m.tokens.labels(model, "source").inc(
+        m.sentences.labels(model.name, model.version).inc(len(kept))
+        m.tokens.labels(model.name, model.version, "source").inc(
             sum(len(run.items[i][0].sources[run.items[i][1]]) - 1 for i in kept)
         )
-        m.tokens.labels(model, "target").inc(sum(len(found[i][0].tokens) for i in kept))
+        m.tokens.labels(model.name, model.version, "target").inc(sum(len(found[i][0].tokens) for i in kept))
         self._report(done)
 
     def _failed(self, run: _Run, exc: Exception) -> None:
@@ -471,7 +483,12 @@ class Batcher:
                     self._parked.append(alone)
                 self._cond.notify_all()
                 return
-            logger.exception("translation failed", exc_info=exc, extra={"fields": {"model": run.key[0]}})
+            model = run.key[0]
+            logger.exception(
+                "translation failed",
+                exc_info=exc,
+                extra={"fields": {"model": model.name, "version": model.version}},
+            )
             ended = [job for job in jobs if self._end(job, "failed", exc)]
         self._report(ended)
 

@@ -25,6 +25,9 @@ class ServerConfig:
 
     model_dir: Path
     default_model: str = ""
+    version_policy: str = "latest"
+    poll_seconds: float = 0.0
+    trusted_keys: Path | None = None
     host: str = "127.0.0.1"
     port: int = 50051
     workers: int = 0
@@ -43,6 +46,8 @@ class ServerConfig:
     auth_token: str = ""
     auth_token_file: Path | None = None
     allow_insecure_token: bool = False
+    admin_token: str = ""
+    admin_token_file: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
 
@@ -69,6 +74,18 @@ class ServerConfig:
             (self.max_message_bytes >= 1024, "--max-message-bytes must be at least 1024"),
             (self.max_concurrent_rpcs >= 1, "--max-concurrent-rpcs must be at least 1"),
             (self.grace_seconds >= 0, "--grace-seconds must be 0 or more"),
+            (self.poll_seconds >= 0, "--poll-seconds must be 0 (off) or more"),
+            (
+                not (self.admin_token and self.admin_token_file),
+                "give --admin-token or --admin-token-file, not both",
+            ),
+            (
+                not (self.admin_token or self.admin_token_file)
+                or self.tls_cert is not None
+                or self.allow_insecure_token,
+                "an admin token over plaintext travels in clear: add --tls-cert and --tls-key "
+                "(or --allow-insecure-token on a network you trust)",
+            ),
             ((self.tls_cert is None) == (self.tls_key is None), "--tls-cert and --tls-key go together"),
             (self.tls_client_ca is None or self.tls_cert is not None, "--tls-client-ca needs --tls-cert"),
             (
@@ -92,6 +109,10 @@ class ServerConfig:
 _HELP = {
     "model_dir": "a model repository (one package folder per model) or a single model package",
     "default_model": "the model of requests that name none (default: the only or first by name)",
+    "version_policy": "versions served of each model with version folders: latest, all or latest:N",
+    "poll_seconds": "look for new, changed or removed packages every this many seconds and reload (0 = off; "
+    "SIGHUP and the admin service reload too)",
+    "trusted_keys": "serve only packages signed by one of these Ed25519 public keys (a .pub file or a folder of them)",
     "host": "address to listen on (0.0.0.0 or :: = every interface)",
     "port": "gRPC port (0 = any free port, printed at startup)",
     "workers": "engine worker threads, sharing the models (0 = one per CPU core)",
@@ -111,6 +132,8 @@ _HELP = {
     "auth_token": "require 'authorization: Bearer <token>' metadata (health checks stay open)",
     "auth_token_file": "like --auth-token, one accepted token per line",
     "allow_insecure_token": "accept a bearer token without TLS, where it travels in clear (logged as a warning)",
+    "admin_token": "serve the admin service (rnnmt.v1.Admin: reload), callable with this bearer token only",
+    "admin_token_file": "like --admin-token, one accepted token per line",
     "metrics_host": "address the metrics listen on (plain HTTP, no authentication)",
     "metrics_port": "Prometheus metrics over HTTP on this port (0 = off)",
 }
@@ -134,7 +157,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         env = "RNNMT_" + f.name.upper()
         kinds: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _boolean}
         kind = kinds.get(str(f.type), Path)
-        shown = "hidden" if f.name == "auth_token" else "%(default)s"
+        shown = "hidden" if f.name in ("auth_token", "admin_token") else "%(default)s"
         extra: dict[str, Any] = {"choices": ["on", "off"]} if f.name == "batching" else {}
         if kind is _boolean:
             extra.update(nargs="?", const=True, metavar="BOOL")

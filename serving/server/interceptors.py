@@ -34,17 +34,18 @@ MALFORMED = object()
 """What the request deserializer of :class:`MalformedRequestInterceptor` returns for bytes that do not parse."""
 
 
-def read_tokens(token: str, token_file: Path | None) -> list[str]:
-    """The accepted tokens: ``token``, or the non-blank lines of ``token_file``; none = no authentication."""
+def read_tokens(token: str, token_file: Path | None, flag: str = "--auth-token-file") -> list[str]:
+    """The accepted tokens: ``token``, or the non-blank lines of ``token_file`` (given as ``flag``);
+    none = no authentication."""
     if token_file is None:
         return [token] if token else []
     try:
         lines = token_file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise RnnmtError(f"cannot read --auth-token-file {token_file}: {exc.strerror}") from exc
+        raise RnnmtError(f"cannot read {flag} {token_file}: {exc.strerror}") from exc
     tokens = [line.strip() for line in lines if line.strip()]
     if not tokens:
-        raise RnnmtError(f"--auth-token-file {token_file} holds no token")
+        raise RnnmtError(f"{flag} {token_file} holds no token")
     return tokens
 
 
@@ -83,11 +84,15 @@ def refusal(
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls without an accepted bearer token, except health checks."""
+    """Refuses calls without an accepted bearer token, except health checks and methods ``guards`` says
+    are not its to guard (the admin service has tokens of its own)."""
 
-    def __init__(self, tokens: Iterable[str], metrics: Metrics) -> None:
+    def __init__(
+        self, tokens: Iterable[str], metrics: Metrics, guards: Callable[[str], bool] = lambda _method: True
+    ) -> None:
         self._tokens = [t.encode() for t in tokens]
         self._metrics = metrics
+        self._guards = guards
 
     def accepts(self, metadata: Iterable[tuple[str, Any]]) -> bool:
         for key, value in metadata:
@@ -100,7 +105,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(HEALTH_PREFIX):
+        if handler is None or details.method.startswith(HEALTH_PREFIX) or not self._guards(details.method):
             return handler
         if self.accepts(details.invocation_metadata or ()):
             return handler

@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
@@ -58,15 +58,21 @@ class Metrics:
             "rnnmt_batch_seconds", "Translator time per batch.", buckets=LATENCY_BUCKETS, registry=r
         )
         self.received = Counter(
-            "rnnmt_sentences_received", "Sentences accepted into the queue, by model.", ["model"], registry=r
+            "rnnmt_sentences_received",
+            "Sentences accepted into the queue, by model and version.",
+            ["model", "version"],
+            registry=r,
         )
         self.sentences = Counter(
-            "rnnmt_sentences_translated", "Sentences translated, by model.", ["model"], registry=r
+            "rnnmt_sentences_translated",
+            "Sentences translated, by model and version.",
+            ["model", "version"],
+            registry=r,
         )
         self.tokens = Counter(
             "rnnmt_tokens_translated",
-            "Tokens translated by model and side (source pieces read, target pieces written).",
-            ["model", "side"],
+            "Tokens translated by model, version and side (source pieces read, target pieces written).",
+            ["model", "version", "side"],
             registry=r,
         )
         self.dropped = Counter(
@@ -75,7 +81,31 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.reloads = Counter(
+            "rnnmt_model_reloads",
+            "Reloads of the model repository, by result (ok, or failed: a package did not load).",
+            ["result"],
+            registry=r,
+        )
+        self.load_failures = Counter(
+            "rnnmt_model_load_failures",
+            "Packages that failed to load on a reload (the version they would replace kept serving).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.served = Gauge(
+            "rnnmt_model_served",
+            "1 for each model version served.",
+            ["model", "version", "content"],
+            registry=r,
+        )
         self._http: WSGIServer | None = None
+
+    def serving(self, versions: Iterable[tuple[str, str, str]]) -> None:
+        """Set the served gauge to these (model, version, content version) triples, and only these."""
+        self.served.clear()
+        for labels in versions:
+            self.served.labels(*labels).set(1)
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         """Report ``depth()`` as the queue gauge whenever metrics are scraped."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from rnnmt.serving.core.options import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, Decoding
 from rnnmt.serving.core.translator import TextHypothesis
-from rnnmt.serving.server.model_repository import ServedModel
+from rnnmt.serving.server.model_repository import ReloadReport, ServedModel
+from rnnmt.v1 import admin_pb2 as admin_pb
 from rnnmt.v1 import translator_pb2 as pb
 
 
@@ -20,19 +21,20 @@ def decoding(options: pb.DecodingOptions) -> Decoding:
     )
 
 
-def translate_response(model: str, results: list[list[TextHypothesis]]) -> pb.TranslateResponse:
+def translate_response(model: ServedModel, results: list[list[TextHypothesis]]) -> pb.TranslateResponse:
     """The response of ``model`` with, per text, its hypotheses, best first."""
     return pb.TranslateResponse(
         translations=[
             pb.Translation(hypotheses=[pb.Hypothesis(text=h.text, score=h.score) for h in hypotheses])
             for hypotheses in results
         ],
-        model=model,
+        model=model.name,
+        model_version=model.version,
     )
 
 
-def model_message(model: ServedModel, max_texts_per_request: int) -> pb.Model:
-    """The ModelInfo entry of a served model: languages, versions, scores, defaults and limits."""
+def model_message(model: ServedModel, latest: bool, max_texts_per_request: int) -> pb.Model:
+    """The ModelInfo entry of a served model version: languages, versions, scores, defaults and limits."""
     translator = model.translator
     manifest, defaults = translator.manifest, translator.default_options
     scores = {
@@ -60,11 +62,40 @@ def model_message(model: ServedModel, max_texts_per_request: int) -> pb.Model:
             max_beam_size=MAX_BEAM_SIZE,
             max_output_tokens=MAX_OUTPUT_TOKENS,
         ),
+        model_version=model.version,
+        latest=latest,
+        signed_by=(translator.package and translator.package.signed_by) or "",
     )
 
 
-def model_info(models: Iterable[ServedModel], default_model: str, max_texts_per_request: int) -> pb.ModelInfo:
-    """The GetModelInfo response listing ``models``."""
+def model_info(
+    models: Mapping[str, Mapping[str, ServedModel]], default_model: str, max_texts_per_request: int
+) -> pb.ModelInfo:
+    """The GetModelInfo response listing every version of ``models`` (name → version → model)."""
     return pb.ModelInfo(
-        models=[model_message(model, max_texts_per_request) for model in models], default_model=default_model
+        models=[
+            model_message(model, i == len(versions) - 1, max_texts_per_request)
+            for versions in models.values()
+            for i, model in enumerate(versions.values())
+        ],
+        default_model=default_model,
+    )
+
+
+def model_version(model: ServedModel) -> admin_pb.ModelVersion:
+    return admin_pb.ModelVersion(
+        name=model.name, model_version=model.version, version=model.translator.version
+    )
+
+
+def reload_response(report: ReloadReport) -> admin_pb.ReloadModelsResponse:
+    """The ReloadModels response of a reload's report."""
+    return admin_pb.ReloadModelsResponse(
+        loaded=[model_version(m) for m in report.loaded],
+        kept=[model_version(m) for m in report.kept],
+        unloaded=[model_version(m) for m in report.unloaded],
+        failed=[
+            admin_pb.LoadFailure(name=f.name, model_version=f.version, path=str(f.path), error=f.error)
+            for f in report.failed
+        ],
     )

@@ -20,7 +20,7 @@ from rnnmt.serving.core.translator import TextHypothesis
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from rnnmt.serving.server.metrics import Metrics
-from rnnmt.serving.server.model_repository import ModelRepository, UnknownModel
+from rnnmt.serving.server.model_repository import ModelRepository, ServedModel, UnknownModel
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -208,14 +208,17 @@ class TranslatorService(pb_grpc.TranslatorServicer):
 
     async def _model_info(self, request: pb.GetModelInfoRequest, _context: Any) -> pb.ModelInfo:
         repository = self.repository
-        models = [repository.get(request.model)] if request.model else repository.models.values()
+        models = repository.models
+        if request.model:
+            name = repository.get(request.model).name
+            models = {name: models.get(name, {})}
         return protocol.model_info(models, repository.default, self.max_texts_per_request)
 
     async def _translate(
         self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
     ) -> pb.TranslateResponse:
         """Check the request once (model, size, options, sources), then translate its non-empty texts."""
-        model = self.repository.get(request.model)
+        model = self.repository.get(request.model, request.model_version)
         translator, texts, limit = model.translator, request.texts, self.max_texts_per_request
         if len(texts) > limit:
             raise InvalidRequest(f"texts has {len(texts)} entries; at most {limit} per request")
@@ -234,13 +237,13 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         todo = [i for i, ids in enumerate(sources) if ids]  # an empty text translates to ""
         results = [[TextHypothesis("", 0.0)] for _ in texts]
         if todo:
-            found = await self._run(model.name, [sources[i] for i in todo], options, context.time_remaining())
+            found = await self._run(model, [sources[i] for i in todo], options, context.time_remaining())
             for i, hyps in zip(todo, found, strict=True):
                 results[i] = hyps
-        return protocol.translate_response(model.name, results)
+        return protocol.translate_response(model, results)
 
     async def _run(
-        self, model: str, sources: list[list[int]], options: SearchOptions, timeout: float | None
+        self, model: ServedModel, sources: list[list[int]], options: SearchOptions, timeout: float | None
     ) -> list[list[TextHypothesis]]:
         """Translate sources on the batcher, waiting at most ``timeout`` seconds (None: no deadline)."""
         deadline = None if timeout is None else time.monotonic() + timeout
