@@ -14,7 +14,7 @@ test: lint typecheck
 	.venv/bin/pytest
 
 model: install
-	bash scripts/ship_model.sh
+	PAIR=$(PAIR) bash scripts/ship_model.sh
 
 lint: install
 	.venv/bin/ruff check .

@@ -31,6 +31,7 @@ from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import load_package
 
 BEAMS = (5, 1)
+ALONE = 200  # sentences also translated one by one at beam 5, to compare with their batched results
 
 
 def worker(path: Path, source: Path, max_batch_rows: int, out: Path) -> None:
@@ -51,7 +52,14 @@ def worker(path: Path, source: Path, max_batch_rows: int, out: Path) -> None:
             "tokens": sum(len(t) + 1 for t in best),
             "texts": translator.detokenize(best),
             "ids": best,
+            "scores": [h[0].score for h in hyps],
         }
+    alone = [translator.translate_ids([s], SearchOptions(beam_size=5))[0][0] for s in sources[:ALONE]]
+    batched = runs["5"]
+    runs["alone"] = {
+        "differ": sum(h.tokens != ids for h, ids in zip(alone, batched["ids"], strict=False)),
+        "max_score_diff": max(abs(h.score - s) for h, s in zip(alone, batched["scores"], strict=False)),
+    }
     out.write_text(json.dumps(runs))
 
 
@@ -125,6 +133,37 @@ def decoder_step_gflops(package: Path, rows: int, src_len: int, repeat: int = 30
     ]
     per_row = lstm + attention + src_len * h2 + (d + h2) * e + e * vocab
     return 2 * per_row * rows / seconds / 1e9, seconds * 1000
+
+
+def step_profile(package: Path, rows: int, src_len: int, repeat: int = 30) -> list[tuple[str, float]]:
+    """onnxruntime's profile of the decoder step at ``rows`` rows and ``src_len`` source positions:
+    (op type, share of the kernel time), largest first."""
+    import onnxruntime as ort
+
+    from rnnmt.serving.core.onnx_backend import session_options
+    from rnnmt.serving.core.translator import Translator
+
+    engine = Translator.from_package(package)
+    backend = engine.backend
+    with tempfile.TemporaryDirectory() as tmp:
+        options = session_options(0)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "step")
+        backend.decoder = ort.InferenceSession(str(engine.package.decoder_path), options)
+        src = np.full((rows, src_len), 5, dtype=np.int64)
+        src[:, -1] = 3
+        memory, state = backend.encode(src, np.full(rows, src_len, dtype=np.int64))
+        prev, zeros = np.full(rows, 2, dtype=np.int64), np.zeros(rows, dtype=np.float32)
+        for _ in range(repeat):
+            backend.step(prev, state, memory, zeros, zeros, 6)
+        events = json.loads(Path(backend.decoder.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            by_op[op] = by_op.get(op, 0.0) + event["dur"]
+    total = sum(by_op.values())
+    return sorted(((op, dur / total) for op, dur in by_op.items()), key=lambda item: -item[1])
 
 
 def system_name(package: Path) -> str:
@@ -202,6 +241,12 @@ def main() -> None:
             print(line)
     if refs:
         print(f"\nsacreBLEU: {score(['x'], ['x']).bleu_signature}")
+    print(f"\nthe first {ALONE} sentences one by one at beam 5 against the same in batches:")
+    for name, _ in systems:
+        alone = results[name]["alone"]
+        print(
+            f"  {name}: {alone['differ']} best hypotheses differ; largest score difference {alone['max_score_diff']:.2e}"
+        )
     for name, path in systems[1 if args.checkpoint else 0 :]:
         if load_package(path).manifest.shortlist:
             print(shortlist_report(name, path, args))
@@ -212,6 +257,10 @@ def main() -> None:
     print(
         f"decoder step, fp32, {rows} rows × 40 source positions: {ms:.2f} ms, {gflops:.1f} GFLOP/s = {gflops / peak:.0%} of peak"
     )
+    print(f"\ndecoder step profiles ({rows} rows × 40 source positions; kernel time by op type, ≥ 2%):")
+    for name, path in systems[1 if args.checkpoint else 0 :]:
+        shares = ", ".join(f"{op} {share:.0%}" for op, share in step_profile(path, rows, 40) if share >= 0.02)
+        print(f"  {name}: {shares}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ def evaluation_record(source: Path, sentences: int, options: SearchOptions, scor
         "sentences": sentences,
         "bleu": round(scores.bleu, 2),
         "chrf": round(scores.chrf, 2),
+        "length_ratio": round(scores.length_ratio, 3),
+        "short": round(scores.short, 4),
         "bleu_signature": scores.bleu_signature,
         "chrf_signature": scores.chrf_signature,
         "decoding": dataclasses.asdict(options),

@@ -31,10 +31,11 @@ $rnnmt health --server "localhost:$port"
 
 step "2/4 translating a few sentences through the gRPC client"
 $rnnmt translate --server "localhost:$port" \
-  "En el principio creó Dios los cielos y la tierra." \
+  "En el principio crió Dios los cielos y la tierra." \
   "Jehová es mi pastor; nada me faltará." \
   "Y dijo Dios: Sea la luz: y fué la luz." \
-  "Bienaventurados los pacificadores: porque ellos serán llamados hijos de Dios."
+  "Bienaventurados los pacificadores: porque ellos serán llamados hijos de Dios." \
+  "El tren a Madrid sale a las ocho de la mañana."   # modern Spanish: the model's limits
 
 step "3/4 the Bible test split through rnnmt batch"
 if [ ! -s data/bible/test.es ]; then

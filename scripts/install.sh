@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# Creates .venv and installs rnnmt with the given extras (default: train,serve,dev,ray), plus the Debian
+# Creates .venv and installs rnnmt with the given extras (default: train,serve,dev,ray,shortlist), plus the Debian
 # packages the project uses when this user can install them. Fast when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-train,serve,dev,ray}"
+extras="${1:-train,serve,dev,ray,shortlist}"
 python="${PYTHON:-python3}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  missing=$(for p in sword-text-sparv sword-text-web sword-text-kjv; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  # SWORD modules: the Bible corpus; chromium and its driver: the browser test of the HTTP page.
+  missing=$(for p in sword-text-sparv sword-text-web sword-text-kjv chromium chromium-driver; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then
     echo "== installing Debian packages: $missing"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; }; then
-      echo "== could not install $missing: the Bible corpus steps will say what is missing; the rest works"
+      echo "== could not install $missing: the Bible corpus steps and the browser test say what is missing; the rest works"
     fi
   fi
 else
-  echo "== not root: to build the Bible corpus, install: sudo apt-get install sword-text-sparv sword-text-web sword-text-kjv"
+  echo "== not root: to build the Bible corpus and run the browser test, install: sudo apt-get install sword-text-sparv sword-text-web sword-text-kjv chromium chromium-driver"
 fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv

@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
-# The recipe of the shipped model (`make model`): build the Bible corpus, train configs/bible-es-en.yaml
-# from scratch (60-minute budget), export best.pt with int8-stored weights, record its dev and test scores
-# (beam 5) in the package's manifest, and replace models/bible-es-en only when the new test BLEU is
-# higher than the shipped one's (every shipped copy stays in git history). FORCE=1 replaces it anyway.
+# The recipe of a shipped model (`make model`; `make model PAIR=en-es` for the reverse direction): build
+# the Bible corpus, train configs/bible-$PAIR.yaml from scratch (60-minute budget; MINUTES=N trains
+# longer), export best.pt ($EXPORT_FLAGS), record its dev and test scores (beam 5) in the package's
+# manifest, and replace models/bible-$PAIR only when the new test BLEU is higher than the shipped one's
+# (every shipped copy stays in git history). FORCE=1 replaces it anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+pair="${PAIR:-es-en}"
+src="${pair%-*}"
+tgt="${pair#*-}"
 rnnmt=.venv/bin/rnnmt
-shipped=models/bible-es-en
-candidate=build/ship/bible-es-en
+config="configs/bible-$pair.yaml"
+shipped="models/bible-$pair"
+candidate="build/ship/bible-$pair"
+read -r -a export_flags <<< "${EXPORT_FLAGS:---quantize int8-weights}"
 
 [ -s data/bible/test.es ] || $rnnmt data bible --out data/bible
-$rnnmt train configs/bible-es-en.yaml --restart
+if [ -n "${MINUTES:-}" ]; then
+  tmp_config="$(mktemp --suffix .yaml -p configs)"
+  trap 'rm -f "$tmp_config"' EXIT
+  sed "s/^  max_minutes: .*/  max_minutes: $MINUTES/" "$config" > "$tmp_config"
+  config="$tmp_config"
+fi
+$rnnmt train "$config" --restart
 rm -rf "$candidate"
-$rnnmt export runs/bible-es-en/best.pt --out "$candidate" --quantize int8-weights
+$rnnmt export "runs/bible-$pair/best.pt" --out "$candidate" "${export_flags[@]}"
 for split in dev test; do
-  $rnnmt evaluate "$candidate" --source "data/bible/$split.es" --reference "data/bible/$split.en" \
+  $rnnmt evaluate "$candidate" --source "data/bible/$split.$src" --reference "data/bible/$split.$tgt" \
     --beam-size 5 --record "$split"
 done
 

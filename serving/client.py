@@ -155,12 +155,17 @@ class TranslatorClient:
         length_penalty: float | None = None,
         max_output_tokens: int = 0,
         model_version: str = "",
+        split_sentences: bool = False,
     ) -> pb.TranslateRequest:
         """A TranslateRequest; 0 / None options take the model's defaults, an empty ``model_version``
-        the latest version served."""
+        the latest version served; ``split_sentences`` translates each text sentence by sentence."""
         options = decoding_message(Decoding(beam_size, n_best, length_penalty, max_output_tokens))
         return pb.TranslateRequest(
-            texts=list(texts), model=model, options=options, model_version=model_version
+            texts=list(texts),
+            model=model,
+            options=options,
+            model_version=model_version,
+            split_sentences=split_sentences,
         )
 
     def translate(
@@ -173,11 +178,20 @@ class TranslatorClient:
         max_output_tokens: int = 0,
         timeout: float | None = None,
         model_version: str = "",
+        split_sentences: bool = False,
     ) -> list[pb.Translation]:
         """One translation per text, in order; each has ``hypotheses`` (``text``, ``score``), best first."""
         return list(
             self.translate_response(
-                texts, model, beam_size, n_best, length_penalty, max_output_tokens, timeout, model_version
+                texts,
+                model,
+                beam_size,
+                n_best,
+                length_penalty,
+                max_output_tokens,
+                timeout,
+                model_version,
+                split_sentences,
             ).translations
         )
 
@@ -191,10 +205,11 @@ class TranslatorClient:
         max_output_tokens: int = 0,
         timeout: float | None = None,
         model_version: str = "",
+        split_sentences: bool = False,
     ) -> pb.TranslateResponse:
         """Like :meth:`translate`, the whole response: also the model and version that translated."""
         request = self.request(
-            texts, model, beam_size, n_best, length_penalty, max_output_tokens, model_version
+            texts, model, beam_size, n_best, length_penalty, max_output_tokens, model_version, split_sentences
         )
         return self._stub.Translate(request, timeout=self._timeout(timeout), metadata=self._metadata)
 
@@ -208,11 +223,21 @@ class TranslatorClient:
         max_output_tokens: int = 0,
         timeout: float | None = None,
         model_version: str = "",
+        split_sentences: bool = False,
     ) -> Iterator[list[pb.Translation]]:
         """Translate batches over one stream (the server works on several at once): per batch, in order,
         its translations. ``timeout`` bounds the whole stream; ``batches`` may be a lazy iterator."""
         requests = (
-            self.request(batch, model, beam_size, n_best, length_penalty, max_output_tokens, model_version)
+            self.request(
+                batch,
+                model,
+                beam_size,
+                n_best,
+                length_penalty,
+                max_output_tokens,
+                model_version,
+                split_sentences,
+            )
             for batch in batches
         )
         responses = self._stub.TranslateStream(

@@ -428,6 +428,19 @@ def test_a_ray_job_gives_what_the_in_process_job_gives(
     for path in inputs:
         assert (tmp_path / "ray" / path.name).read_bytes() == (tmp_path / (path.name + ".local")).read_bytes()
     assert_same_output(tmp_path / "ray" / "a.es", tmp_path / "a.es.local")
+    # The same through `rnnmt batch ray`, on a local Ray instance of its own.
+    command = [RNNMT, "batch", "ray", *inputs, "--out-dir", tmp_path / "cli", "--model", package]
+    done = subprocess.run(
+        [*map(str, command), "--workers", "2", "--chunk-lines", "16", "--address", "local"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr[-3000:]  # lines the model refuses: left empty, listed
+    assert "1 line failed" in done.stdout
+    for path in inputs:
+        assert (tmp_path / "cli" / path.name).read_bytes() == (tmp_path / (path.name + ".local")).read_bytes()
 
 
 def test_batch_imports_neither_torch_nor_the_server() -> None:

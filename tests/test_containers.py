@@ -14,10 +14,12 @@ machine (the base image and the images are built once, then cached), about a min
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,6 +138,7 @@ def project(docker_images: None, models: Path, tmp_path: Path) -> Iterator[Proje
             "RNNMT_MODELS": str(models),
             "RNNMT_PUBLISH_PORT": "127.0.0.1:",  # any free port
             "RNNMT_METRICS_PUBLISH_PORT": "127.0.0.1:",
+            "RNNMT_HTTP_PUBLISH_PORT": "127.0.0.1:",
             "RNNMT_BATCH_DIR": str(batch),
         },
     )
@@ -183,6 +186,13 @@ def test_server_translates_through_published_port(project: Project) -> None:
     assert translate(address, SOURCE) == EXPECTED
     text = metrics(metrics_address)
     assert any(line.startswith("rnnmt_requests_total{") for line in text.splitlines()), text
+    request = urllib.request.Request(
+        f"http://{project.port('server', 8080)}/v1/translate",
+        data=json.dumps({"texts": [SOURCE]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # the HTTP door, on in the compose file
+        assert json.load(response)["translations"][0]["hypotheses"][0]["text"] == EXPECTED
 
 
 def test_batch_service(project: Project) -> None:
@@ -232,7 +242,7 @@ def test_trainer_then_server_serves_its_model(project: Project, tmp_path: Path) 
 
     with TranslatorClient(address, timeout=60) as client:
         assert "bible-es-en" in [m.name for m in client.model_info().models]
-    genesis = translate(address, "En el principio creó Dios los cielos y la tierra.")
+    genesis = translate(address, "En el principio crió Dios los cielos y la tierra.")
     print(f"20 training steps translate Genesis 1:1 as: {genesis}")
     assert genesis
     (server,) = project.ids("server")

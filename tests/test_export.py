@@ -119,6 +119,7 @@ def test_evaluate_records_the_package_scores_in_its_manifest(
     assert record["bleu"] == 100.0 and record["source"] == "dev.es"
     assert record["sentences"] == len((toy_data / "dev.es").read_text().splitlines())
     assert record["decoding"]["beam_size"] == 3 and record["bleu_signature"].startswith("nrefs:1")
+    assert record["length_ratio"] == 1.0 and record["short"] == 0.0
     assert manifest.files == files
     assert main(["evaluate", str(checkpoint), *data, "--record", "test"]) == 2
     assert "--record needs a model package" in capsys.readouterr().err

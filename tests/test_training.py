@@ -18,6 +18,7 @@ from conftest import tiny_config, toy_pairs, train_tiny
 from rnnmt.cli import main
 from rnnmt.errors import RnnmtError
 from rnnmt.evaluation import evaluate, load_translator
+from rnnmt.scoring import score
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.training import trainer as trainer_module
 from rnnmt.training.checkpoint import load_model
@@ -341,3 +342,10 @@ def test_a_too_small_vocab_size_names_the_option_and_a_size_that_works(
         for size in (needed - 1, 1, 0):  # under 4 SentencePiece itself fails before counting characters
             with pytest.raises(RnnmtError, match=rf"vocab_size {size} is too small: .* need {needed} pieces"):
                 train_sentencepiece(texts, tmp_path / "small.model", size, model_type)
+
+
+def test_scores_count_the_hypotheses_that_drop_clauses() -> None:
+    scores = score(["a b c d e", "a b", "a b c"], ["a b c d e", "a b c d e", "a b c d e"])
+    assert scores.short == pytest.approx(1 / 3)  # "a b": under 60% of its reference; "a b c": 60%, not under
+    assert scores.length_ratio == pytest.approx(10 / 15)
+    assert "33.3% of the hypotheses are under 60% of their reference's length" in scores.report()

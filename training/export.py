@@ -8,7 +8,8 @@ TopK, so only ``R×k`` numbers per step leave onnxruntime (see :mod:`rnnmt.servi
 Every export checks itself: PyTorch and onnxruntime run the same padded sample batch through the
 encoder and a few decoder steps, and the export fails if any output differs by more than
 :data:`TOLERANCE`. With a quantization the fp32 graphs are checked first; the quantized graphs'
-difference is measured and recorded in the manifest, not enforced. Two quantizations:
+difference is measured and recorded in the manifest, not enforced. Three quantizations
+(:mod:`rnnmt.training.quantize`):
 
 - ``int8``: onnxruntime's dynamic quantization of the decoder step (int8 weights, activations
   quantized per call): the fastest, but the activation scales are taken over the whole batch, so a
@@ -16,6 +17,11 @@ difference is measured and recorded in the manifest, not enforced. Two quantizat
 - ``int8-weights``: the large weights of both graphs stored as int8 with one scale per tensor and
   dequantized once when onnxruntime loads the graph: a package about a quarter of the fp32 size, fp32
   speed, and translations that do not depend on batching.
+- ``int8-rows``: the decoder step computed in int8 with per-row activation scales (a row's result
+  depends on that row alone), every other large weight stored as in ``int8-weights``.
+
+With a shortlist corpus, the decoder graph is :class:`ShortlistStepGraph` and the package carries the
+shortlist's table (:mod:`rnnmt.training.shortlist`).
 
 The package is assembled in a temporary sibling directory and renamed into place at the end, so a
 failed export leaves nothing behind.

@@ -36,6 +36,8 @@ def quantize_graphs(quantize: str, encoder_path: Path, decoder_path: Path) -> No
         model = onnx.load(str(decoder_path))
         quantize_rows(unroll_lstm(model))
         onnx.save(model, str(decoder_path))
+        quantize_weights(encoder_path)  # what is not computed in int8 is stored as int8 all the same
+        quantize_weights(decoder_path)
     else:
         quantize_weights(encoder_path)
         quantize_weights(decoder_path)

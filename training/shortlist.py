@@ -35,7 +35,10 @@ def _read_links(path: Path) -> list[list[tuple[int, int]]]:
 def align(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> np.ndarray:
     """Word-align id sequences with eflomal → every link in both directions as (source id, target id)
     rows [M,2] int64."""
-    import eflomal  # heavy (and only needed at export)
+    try:
+        import eflomal  # only needed at export
+    except ImportError:
+        raise RnnmtError("export --shortlist needs eflomal: pip install 'rnnmt[shortlist]'") from None
 
     if len(sources) != len(targets) or not all(sources) or not all(targets):
         raise RnnmtError("the shortlist needs aligned, non-empty source and target sentences")

@@ -57,6 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jsonl-field", help="translate this JSONL field; default for .jsonl: text")
     parser.add_argument("--output-field", help="JSONL field for the translation (default: translation)")
     add_decoding_options(parser)
+    parser.add_argument(
+        "--split-sentences",
+        action="store_true",
+        help="translate each line sentence by sentence, keeping its spacing: for documents with a "
+        "paragraph per line, or lines over the model's input limit (needs --n-best 1)",
+    )
     parser.add_argument("--chunk-lines", type=int, default=64, help="lines per request")
     parser.add_argument(
         "--concurrency",
@@ -129,9 +135,14 @@ def open_backend(args: argparse.Namespace, options: Decoding) -> Backend:
 
     if args.server:
         return GrpcBackend(
-            args.server, args.model_name, options, args.timeout or None, **client_security(args)
+            args.server,
+            args.model_name,
+            options,
+            args.timeout or None,
+            **client_security(args),
+            split_sentences=args.split_sentences,
         )
-    return EngineBackend(args.model, args.model_name, options, args.engine_threads)
+    return EngineBackend(args.model, args.model_name, options, args.engine_threads, args.split_sentences)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -27,6 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_server_option(parser)
     parser.add_argument("--model", default="", help="model name (default: the server's default)")
     parser.add_argument("--model-version", default="", help="model version (default: the latest served)")
+    parser.add_argument(
+        "--split-sentences",
+        action="store_true",
+        help="translate each text (line) sentence by sentence, keeping its spacing (needs --n-best 1)",
+    )
     add_decoding_options(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="lines per request")
     parser.add_argument(
@@ -61,7 +66,11 @@ def run(args: argparse.Namespace) -> None:
         number = 0
         batches = batched(lines, args.batch_size)
         for translations in client.translate_stream(
-            batches, args.model, **options, model_version=args.model_version
+            batches,
+            args.model,
+            **options,
+            model_version=args.model_version,
+            split_sentences=args.split_sentences,
         ):
             for translation in translations:
                 if args.n_best > 1:  # Moses n-best format: sentence number ||| text ||| score

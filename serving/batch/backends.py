@@ -31,7 +31,7 @@ from rnnmt.errors import RnnmtError
 from rnnmt.serving.client import MIB, TranslatorClient
 from rnnmt.serving.core.options import Decoding
 from rnnmt.serving.core.package import find_packages
-from rnnmt.serving.core.translator import TextHypothesis, Translator
+from rnnmt.serving.core.translator import TextHypothesis, Translator, check_split
 
 RETRYABLE = (
     grpc.StatusCode.UNAVAILABLE,
@@ -74,7 +74,15 @@ class EngineBackend:
     """The translator of a model package (or of ``model_name`` in a model repository, by default the first
     by name) on onnxruntime with ``threads`` threads per call; loading it checks the decoding options."""
 
-    def __init__(self, model_dir: Path, model_name: str, decoding: Decoding, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        model_name: str,
+        decoding: Decoding,
+        threads: int = 1,
+        split_sentences: bool = False,
+    ) -> None:
+        self.split_sentences = split_sentences
         packages = find_packages(model_dir)
         name = model_name or next(iter(packages))
         if name not in packages:
@@ -84,6 +92,8 @@ class EngineBackend:
         self.options = self.translator.default_options.overlay(decoding)
         try:
             self.translator.check_options(self.options)
+            if split_sentences:
+                check_split(self.options)
         except RnnmtError as exc:
             raise RnnmtError(f"options.{exc}") from None
 
@@ -92,7 +102,7 @@ class EngineBackend:
 
     def translate(self, texts: Sequence[str]) -> list[list[TextHypothesis]]:
         try:
-            return self.translator.translate(texts, self.options)
+            return self.translator.translate(texts, self.options, self.split_sentences)
         except RnnmtError as exc:
             raise Rejected(str(exc)) from None
 
@@ -144,9 +154,11 @@ class GrpcBackend:
         cert_file: Path | None = None,
         key_file: Path | None = None,
         token: str = "",
+        split_sentences: bool = False,
     ) -> None:
         self.model_name = model_name
         self.decoding = decoding
+        self.split_sentences = split_sentences
         try:
             self.client = TranslatorClient(
                 channel_target(servers),
@@ -176,7 +188,9 @@ class GrpcBackend:
 
     def translate(self, texts: Sequence[str]) -> list[list[TextHypothesis]]:
         translations = self._call(
-            lambda: self.client.translate(texts, self.model_name, **asdict(self.decoding))
+            lambda: self.client.translate(
+                texts, self.model_name, **asdict(self.decoding), split_sentences=self.split_sentences
+            )
         )
         return [[TextHypothesis(h.text, h.score) for h in t.hypotheses] for t in translations]
 

@@ -15,6 +15,7 @@ from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.beam_search import DecoderBackend, Hypothesis, search_sorted
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import MANIFEST_FILE, Manifest, ModelPackage, load_package
+from rnnmt.serving.core.segment import Segmented, split_sentences
 from rnnmt.serving.core.shortlist import Shortlist
 from rnnmt.tokenizers.sentencepiece import EOS_ID, Tokenizer
 
@@ -140,24 +141,24 @@ class Translator:
                 f"beam_size must be below the target vocabulary size ({self.tgt_tokenizer.vocab_size})"
             )
 
-    def check_sources(self, sources: Sequence[Sequence[int]]) -> None:
-        """Each source is ``[]`` (an empty text) or pieces + EOS, within the length limit and the vocab."""
+    def check_sources(self, sources: Sequence[Sequence[int]], names: Sequence[str] | None = None) -> None:
+        """Each source is ``[]`` (an empty text) or pieces + EOS, within the length limit and the vocab.
+        An error names the source as ``texts[i]``, or as ``names[i]`` when given."""
         limit, vocab = self.max_input_tokens, self.src_tokenizer.vocab_size
         for i, ids in enumerate(sources):
+            name = names[i] if names is not None else f"texts[{i}]"
             if ids and ids[-1] != EOS_ID:
-                raise RnnmtError(f"texts[{i}] must end with EOS ({EOS_ID})")
+                raise RnnmtError(f"{name} must end with EOS ({EOS_ID})")
             if limit and len(ids) - 1 > limit:
-                raise RnnmtError(
-                    f"texts[{i}] is {len(ids) - 1} tokens long; this model accepts at most {limit}"
-                )
+                raise RnnmtError(f"{name} is {len(ids) - 1} tokens long; this model accepts at most {limit}")
             if not all(0 <= t < vocab for t in ids):
-                raise RnnmtError(f"texts[{i}] has token ids outside the source vocabulary (0 to {vocab - 1})")
+                raise RnnmtError(f"{name} has token ids outside the source vocabulary (0 to {vocab - 1})")
 
-    def prepare(self, texts: Sequence[str]) -> list[list[int]]:
+    def prepare(self, texts: Sequence[str], names: Sequence[str] | None = None) -> list[list[int]]:
         """The checked sources of ``texts`` (:meth:`tokenize`, then :meth:`check_sources`); an empty text
-        gives ``[]``, a text over ``max_input_tokens`` pieces an :class:`RnnmtError` naming its index."""
+        gives ``[]``, a text over ``max_input_tokens`` pieces an :class:`RnnmtError` naming it."""
         sources = self.tokenize(texts)
-        self.check_sources(sources)
+        self.check_sources(sources, names)
         return sources
 
     def translate_ids(
@@ -174,11 +175,55 @@ class Translator:
             results[i] = hyps
         return results
 
-    def translate(self, texts: Sequence[str], options: SearchOptions) -> list[list[TextHypothesis]]:
+    def prepare_split(self, texts: Sequence[str]) -> tuple[list[list[int]], list[Segmented]]:
+        """The texts cut into sentences (the rules of the package's source language) and the checked
+        sources of those sentences, in order; an error names ``texts[i] sentence j``."""
+        segmented = [split_sentences(text, self.manifest.source_language) for text in texts]
+        names = [
+            f"texts[{i}] sentence {j + 1}"
+            for i, seg in enumerate(segmented)
+            for j in range(len(seg.sentences))
+        ]
+        return self.prepare([s for seg in segmented for s in seg.sentences], names), segmented
+
+    def translate(
+        self, texts: Sequence[str], options: SearchOptions, split_sentences: bool = False
+    ) -> list[list[TextHypothesis]]:
         """Texts → per text its ``n_best`` translations, best first. A text over ``max_input_tokens``
-        pieces is an :class:`RnnmtError` naming its index."""
+        pieces is an :class:`RnnmtError` naming its index. With ``split_sentences`` (``n_best`` 1), each
+        text is translated sentence by sentence and keeps its whitespace (:func:`join_translations`)."""
+        if split_sentences:
+            check_split(options)
+            sources, segmented = self.prepare_split(texts)
+            return join_translations(segmented, self.texts_of(self.translate_ids(sources, options)))
+        return self.texts_of(self.translate_ids(self.tokenize(texts), options))
+
+    def texts_of(self, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
+        """The detokenized hypotheses, in the same shape."""
         results = []
-        for hyps in self.translate_ids(self.tokenize(texts), options):
+        for hyps in found:
             texts_out = self.detokenize([h.tokens for h in hyps])
             results.append([TextHypothesis(text, h.score) for text, h in zip(texts_out, hyps, strict=True)])
         return results
+
+
+def check_split(options: SearchOptions) -> None:
+    if options.n_best != 1:
+        raise RnnmtError(
+            "n_best must be 1 with split_sentences: a text's translation joins the best translation of "
+            "each of its sentences"
+        )
+
+
+def join_translations(
+    segmented: Sequence[Segmented], results: Sequence[Sequence[TextHypothesis]]
+) -> list[list[TextHypothesis]]:
+    """Per text, the best translations of its sentences (``results``, in order) joined with the text's
+    whitespace, scored with their mean score (0.0 for a text without sentences)."""
+    sentences = iter(results)
+    texts = []
+    for seg in segmented:
+        best = [next(sentences)[0] for _ in seg.sentences]
+        score = sum(h.score for h in best) / len(best) if best else 0.0
+        texts.append([TextHypothesis(seg.join([h.text for h in best]), score)])
+    return texts

@@ -21,6 +21,7 @@ import gc
 import logging
 import signal
 import ssl
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,6 +43,9 @@ from rnnmt.serving.server.interceptors import (
 from rnnmt.serving.server.metrics import Metrics, log_json_to_stderr, stderr_as_json
 from rnnmt.serving.server.model_repository import LoadSettings, ModelRepository, ReloadReport, VersionPolicy
 from rnnmt.serving.server.service import SERVICE_NAME, TranslatorService
+
+if TYPE_CHECKING:
+    from rnnmt.serving.http.server import HttpServer
 from rnnmt.v1 import admin_pb2_grpc as admin_grpc
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -61,6 +65,8 @@ class TranslationServer:
         self._server: grpc.aio.Server | None = None
         self._batcher: Batcher | None = None
         self._repository: ModelRepository | None = None
+        self._http: HttpServer | None = None
+        self.http_port = 0
         self._reloading = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
 
@@ -83,10 +89,13 @@ class TranslationServer:
         self.port = await self._listen(server, credentials)
         self._server = server
         try:
+            await self._serve_http(tokens)
             self._serve_metrics()
             repository = await self._load_models()
         except BaseException:
             await server.stop(None)
+            if self._http is not None:
+                await self._http.stop()
             self.metrics.close()
             raise
         self._start_batcher(repository)
@@ -110,6 +119,7 @@ class TranslationServer:
                     "workers": c.worker_count,
                     "batching": c.batching,
                     "metrics": f"{c.metrics_host}:{c.metrics_port}" if c.metrics_port else None,
+                    "http": f"{c.host}:{self.http_port}" if self._http else None,
                 }
             },
         )
@@ -155,8 +165,10 @@ class TranslationServer:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(self.config.grace_seconds)
+        await asyncio.gather(
+            *([self._server.stop(self.config.grace_seconds)] if self._server is not None else []),
+            *([self._http.stop()] if self._http is not None else []),
+        )
         if self._batcher is not None:
             await asyncio.to_thread(self._batcher.close)
         self.metrics.close()
@@ -250,6 +262,21 @@ class TranslationServer:
             raise RnnmtError(f"cannot listen on {address}: {exc}") from exc
         await server.start()
         return port
+
+    async def _serve_http(self, tokens: list[str]) -> None:
+        """Serve the HTTP door, if ``http_port`` is set (refusing calls like gRPC while unavailable)."""
+        c = self.config
+        if not c.http_port:
+            return
+        from rnnmt.serving.http.api import http_app  # starlette and uvicorn only when asked for
+        from rnnmt.serving.http.calls import Door
+        from rnnmt.serving.http.server import HttpServer
+
+        door = Door(tokens, c.max_message_bytes, lambda: self._unavailable, self.metrics)
+        self._http = HttpServer(
+            http_app(self.service, door), c.host, c.http_port, c.grace_seconds, c.tls_cert, c.tls_key
+        )
+        self.http_port = await self._http.start()
 
     def _serve_metrics(self) -> None:
         """Serve the Prometheus metrics over HTTP, if ``metrics_port`` is set."""

@@ -50,6 +50,7 @@ class ServerConfig:
     admin_token_file: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    http_port: int = 0
 
     @property
     def worker_count(self) -> int:
@@ -61,6 +62,7 @@ class ServerConfig:
         checks = [
             (0 <= self.port <= 65535, "--port must be 0 (any free port) to 65535"),
             (0 <= self.metrics_port <= 65535, "--metrics-port must be 0 (off) to 65535"),
+            (0 <= self.http_port <= 65535, "--http-port must be 0 (off) to 65535"),
             (self.workers >= 0, "--workers must be 0 (one per core) or more"),
             (self.engine_threads >= 0, "--engine-threads must be 0 (onnxruntime's default) or more"),
             (self.batching in ("on", "off"), "--batching must be on or off"),
@@ -136,6 +138,8 @@ _HELP = {
     "admin_token_file": "like --admin-token, one accepted token per line",
     "metrics_host": "address the metrics listen on (plain HTTP, no authentication)",
     "metrics_port": "Prometheus metrics over HTTP on this port (0 = off)",
+    "http_port": "also serve the HTTP/JSON API, LibreTranslate's API and a page to try it on this port, on "
+    "--host with the same models, batcher, limits, token and TLS (0 = off)",
 }
 
 

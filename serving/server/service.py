@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -16,7 +16,8 @@ import grpc
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.options import SearchOptions
-from rnnmt.serving.core.translator import TextHypothesis
+from rnnmt.serving.core.segment import Segmented
+from rnnmt.serving.core.translator import TextHypothesis, Translator, check_split, join_translations
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from rnnmt.serving.server.metrics import Metrics
@@ -57,6 +58,11 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
 exception is unexpected: INTERNAL, with its traceback in the log."""
 
 
+def status_of(error: Exception) -> grpc.StatusCode | None:
+    """The status code of a request's error in :data:`STATUS`; None for an unexpected one."""
+    return next((status for kind, status in STATUS.items() if isinstance(error, kind)), None)
+
+
 class ServiceError(Exception):
     """How :meth:`TranslatorService._observe` ends a request: the status code and message to abort with."""
 
@@ -79,6 +85,13 @@ async def settle(tasks: set[asyncio.Future[Any]]) -> None:
             interrupted = True
     if interrupted:
         raise asyncio.CancelledError
+
+
+def prepare(
+    translator: Translator, texts: Sequence[str], split: bool
+) -> tuple[list[list[int]], list[Segmented] | None]:
+    """The checked sources of ``texts``, one per text or, with ``split``, one per sentence."""
+    return translator.prepare_split(texts) if split else (translator.prepare(texts), None)
 
 
 class TranslatorService(pb_grpc.TranslatorServicer):
@@ -189,7 +202,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
-            known = next((status for kind, status in STATUS.items() if isinstance(exc, kind)), None)
+            known = status_of(exc)
             if known is not None:
                 code = known
                 raise ServiceError(code, str(exc)) from None
@@ -207,6 +220,10 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             )
 
     async def _model_info(self, request: pb.GetModelInfoRequest, _context: Any) -> pb.ModelInfo:
+        return self.model_info(request)
+
+    def model_info(self, request: pb.GetModelInfoRequest) -> pb.ModelInfo:
+        """Every version served of every model, or of the model ``request.model`` names."""
         repository = self.repository
         models = repository.models
         if request.model:
@@ -217,7 +234,11 @@ class TranslatorService(pb_grpc.TranslatorServicer):
     async def _translate(
         self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
     ) -> pb.TranslateResponse:
-        """Check the request once (model, size, options, sources), then translate its non-empty texts."""
+        return await self.translate(request, context.time_remaining())
+
+    async def translate(self, request: pb.TranslateRequest, timeout: float | None) -> pb.TranslateResponse:
+        """Check the request once (model, size, options, sources), then translate its non-empty texts
+        within ``timeout`` seconds (None: no deadline). Its errors are those of :data:`STATUS`."""
         model = self.repository.get(request.model, request.model_version)
         translator, texts, limit = model.translator, request.texts, self.max_texts_per_request
         if len(texts) > limit:
@@ -225,21 +246,26 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         options = translator.default_options.overlay(protocol.decoding(request.options))
         try:
             translator.check_options(options)
+            if request.split_sentences:
+                check_split(options)
         except RnnmtError as exc:
             raise InvalidRequest(f"options.{exc}") from None
         try:
             if sum(len(text) for text in texts) > INLINE_TOKENIZE_CHARS:
-                sources = await asyncio.to_thread(translator.prepare, texts)
+                units = await asyncio.to_thread(prepare, translator, texts, request.split_sentences)
             else:
-                sources = translator.prepare(texts)
+                units = prepare(translator, texts, request.split_sentences)
         except RnnmtError as exc:
             raise InvalidRequest(str(exc)) from None
+        sources, segmented = units
         todo = [i for i, ids in enumerate(sources) if ids]  # an empty text translates to ""
-        results = [[TextHypothesis("", 0.0)] for _ in texts]
+        results = [[TextHypothesis("", 0.0)] for _ in sources]
         if todo:
-            found = await self._run(model, [sources[i] for i in todo], options, context.time_remaining())
+            found = await self._run(model, [sources[i] for i in todo], options, timeout)
             for i, hyps in zip(todo, found, strict=True):
                 results[i] = hyps
+        if segmented is not None:
+            results = join_translations(segmented, results)
         return protocol.translate_response(model, results)
 
     async def _run(

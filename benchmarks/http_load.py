@@ -1,0 +1,121 @@
+"""The HTTP door against gRPC on the same `rnnmt serve` process: throughput and latency at 64 concurrent
+single-sentence clients, and a vanished HTTP client that must not hold the batcher.
+
+    .venv/bin/python benchmarks/http_load.py --model models/bible-es-en --source data/bible/test.es --limit 500
+
+Both doors get the same sentences (``splitSentences`` off on HTTP, as gRPC); each client sends one
+sentence per request and the next as soon as the answer arrives (httpx with keep-alive connections, and
+grpc.aio). Prints sentences/s and p50/p99 latency for each, and the ratio (target: HTTP at least 90% of
+gRPC). Then 32 HTTP clients send a long request each and vanish at once: the server's queue must empty
+within seconds (their work is cancelled), measured by a gRPC call's latency right after. Run it alone,
+under ``../shared/tools/quiet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+from local_server import ServerProcess
+from server_load import percentile
+
+from rnnmt.v1 import translator_pb2 as pb
+from rnnmt.v1 import translator_pb2_grpc as pb_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def grpc_load(address: str, sentences: list[str], clients: int) -> tuple[float, list[float]]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.TranslatorStub(channel)
+        queue, latencies = iter(sentences), []
+
+        async def client() -> None:
+            for sentence in queue:
+                start = time.perf_counter()
+                await stub.Translate(pb.TranslateRequest(texts=[sentence]), timeout=120)
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return time.perf_counter() - start, latencies
+
+
+async def http_load(base: str, sentences: list[str], clients: int) -> tuple[float, list[float]]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as http:
+        queue, latencies = iter(sentences), []
+
+        async def client() -> None:
+            for sentence in queue:
+                start = time.perf_counter()
+                response = await http.post(
+                    "/v1/translate", json={"texts": [sentence], "splitSentences": False}
+                )
+                response.raise_for_status()
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return time.perf_counter() - start, latencies
+
+
+async def vanished(base: str, address: str, sentences: list[str]) -> float:
+    """32 clients send 64 sentences each and go away; milliseconds of a one-sentence gRPC call after."""
+    long_request = {"texts": sentences[:64], "splitSentences": False}
+    async with httpx.AsyncClient(base_url=base, timeout=0.5) as http:
+        calls = [asyncio.ensure_future(http.post("/v1/translate", json=long_request)) for _ in range(32)]
+        await asyncio.wait(calls, timeout=0.5)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.TranslatorStub(channel)
+        start = time.perf_counter()
+        await stub.Translate(pb.TranslateRequest(texts=[sentences[0]]), timeout=120)
+        return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--source", type=Path, required=True)
+    parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=64)
+    args = parser.parse_args()
+    sentences = [s for s in args.source.read_text(encoding="utf-8").splitlines() if s.strip()][: args.limit]
+    port = free_port()
+    server = ServerProcess(args.model, ["--http-port", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(grpc_load(server.address, sentences[:8], 4))  # warm-up
+        rows = {
+            "gRPC": asyncio.run(grpc_load(server.address, sentences, args.clients)),
+            "HTTP/JSON": asyncio.run(http_load(base, sentences, args.clients)),
+        }
+        after = asyncio.run(vanished(base, server.address, sentences))
+    finally:
+        server.stop()
+    print(f"{len(sentences)} single-sentence requests, {args.clients} concurrent clients, one server")
+    print(f"{'door':<12}{'sent/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for name, (seconds, latencies) in rows.items():
+        print(
+            f"{name:<12}{len(latencies) / seconds:>9.1f}{statistics.median(latencies):>9.1f}{percentile(latencies, 99):>9.1f}"
+        )
+    (grpc_s, _), (http_s, _) = rows["gRPC"], rows["HTTP/JSON"]
+    print(f"HTTP / gRPC throughput: {grpc_s / http_s:.2f}")
+    print(f"one gRPC call right after 32 HTTP clients vanished with 64 sentences each: {after:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
