@@ -26,8 +26,8 @@ import grpc
 from local_server import ServerProcess
 from server_load import percentile
 
+from rnnmt.serving.core.package import find_packages
 from rnnmt.serving.core.translator import Translator
-from rnnmt.serving.server.model_repository import find_packages
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 

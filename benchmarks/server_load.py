@@ -28,8 +28,8 @@ from pathlib import Path
 import grpc
 from local_server import ServerProcess
 
+from rnnmt.serving.core.package import find_packages
 from rnnmt.serving.core.translator import Translator
-from rnnmt.serving.server.model_repository import find_packages
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 

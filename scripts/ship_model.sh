@@ -13,7 +13,7 @@ rnnmt=.venv/bin/rnnmt
 config="configs/bible-$pair.yaml"
 shipped="models/bible-$pair"
 candidate="build/ship/bible-$pair"
-read -r -a export_flags <<< "${EXPORT_FLAGS:---quantize int8-weights}"
+read -r -a export_flags <<< "${EXPORT_FLAGS:---quantize int8-rows}"
 
 [ -s data/bible/test.es ] || $rnnmt data bible --out data/bible
 if [ -n "${MINUTES:-}" ]; then
