@@ -193,6 +193,8 @@ def test_server_translates_through_published_port(project: Project) -> None:
     )
     with urllib.request.urlopen(request, timeout=60) as response:  # the HTTP door, on in the compose file
         assert json.load(response)["translations"][0]["hypotheses"][0]["text"] == EXPECTED
+    with urllib.request.urlopen(f"http://{project.port('server', 8080)}/", timeout=60) as response:
+        assert b"<title>rnnmt</title>" in response.read()  # the page
 
 
 def test_batch_service(project: Project) -> None:
