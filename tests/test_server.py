@@ -7,6 +7,7 @@ worker with batches of one sentence at beam 16.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -506,25 +507,39 @@ def serving(client: TranslatorClient) -> bool:
         return False
 
 
-def test_sigterm_lets_calls_in_flight_finish(model_dir: Path) -> None:
-    metrics_port = free_port()
+def http_translate(port: int, texts: list[str]) -> list[str]:
+    """Translate over the HTTP door at beam 16, one text per sentence."""
+    body = {"texts": texts, "options": {"beamSize": SLOW["beam_size"]}, "splitSentences": False}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/translate",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return [t["hypotheses"][0]["text"] for t in json.load(response)["translations"]]
+
+
+def test_sigterm_lets_calls_in_flight_finish_on_both_doors(model_dir: Path) -> None:
+    metrics_port, http_port = free_port(), free_port()
     process, address = start_process(
         *("--model-dir", str(model_dir), "--workers", "1", "--max-batch-rows", "16"),
-        *("--grace-seconds", "30", "--metrics-port", str(metrics_port)),
+        *("--grace-seconds", "30", "--metrics-port", str(metrics_port), "--http-port", str(http_port)),
     )
     try:
         maps = Path(f"/proc/{process.pid}/maps").read_text()
         assert "libtorch" not in maps, "the server loaded torch"
-        with TranslatorClient(address, retries=0) as c, ThreadPoolExecutor(4) as pool:
+        with TranslatorClient(address, retries=0) as c, ThreadPoolExecutor(6) as pool:
             calls = [pool.submit(c.translate, JUNK, **SLOW) for _ in range(4)]
+            http_calls = [pool.submit(http_translate, http_port, JUNK) for _ in range(2)]
             received = 'rnnmt_sentences_received_total{model="toy",version=""}'
-            wait_until(lambda: scrape(metrics_port, received) == 4 * len(JUNK))
+            wait_until(lambda: scrape(metrics_port, received) == 6 * len(JUNK))
             assert scrape(metrics_port, "rnnmt_queue_sentences") > 100  # a second of work in flight
             process.send_signal(signal.SIGTERM)
             wait_until(lambda: not serving(c))  # draining: NOT_SERVING, or refused
             refused = rpc_error(lambda: c.translate(["El perro come pan."]))
             assert refused.code() == grpc.StatusCode.UNAVAILABLE
             assert all(len(call.result()) == len(JUNK) for call in calls)
+            assert all(len(call.result()) == len(JUNK) for call in http_calls)
         assert process.wait(30) == 0
     finally:
         process.kill()
