@@ -41,14 +41,6 @@ class Shortlist:
     always: int
     size: int  # L
 
-    def __post_init__(self) -> None:
-        if SPECIALS.tolist() != list(range(len(SPECIALS))) or len(SPECIALS) <= EOS_ID:
-            raise AssertionError("the shortlist layout needs the special ids to be 0..3")
-
-    @property
-    def target_vocab_size(self) -> int:
-        return len(self.frequent) + len(SPECIALS)
-
     def check(self, source_vocab_size: int, target_vocab_size: int, where: str) -> Shortlist:
         """Refuse a table that does not fit the package's vocabularies; returns ``self``."""
         vt = target_vocab_size
