@@ -63,6 +63,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="translate each line sentence by sentence, keeping its spacing: for documents with a "
         "paragraph per line, or lines over the model's input limit (needs --n-best 1)",
     )
+    parser.add_argument(
+        "--paragraphs",
+        action="store_true",
+        help="INPUT is a plain-text document of paragraphs separated by blank lines, hard-wrapped or "
+        "not: translate each paragraph (each list item) whole, sentence by sentence, and wrap it back "
+        "to its width and indentation (needs --n-best 1; not with --shard or --reference)",
+    )
     parser.add_argument("--chunk-lines", type=int, default=64, help="lines per request")
     parser.add_argument(
         "--concurrency",
@@ -129,8 +136,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     on_ray.set_defaults(func=run_ray)
 
 
-def open_backend(args: argparse.Namespace, options: Decoding) -> Backend:
-    """Where the job translates: the servers of --server, or the engine of --model in this process."""
+def open_backend(args: argparse.Namespace, options: Decoding, splits: bool) -> Backend:
+    """Where the job translates: the servers of --server, or the engine of --model in this process;
+    ``splits``: each text sentence by sentence."""
     from rnnmt.serving.batch.backends import EngineBackend, GrpcBackend
 
     if args.server:
@@ -140,9 +148,9 @@ def open_backend(args: argparse.Namespace, options: Decoding) -> Backend:
             options,
             args.timeout or None,
             **client_security(args),
-            split_sentences=args.split_sentences,
+            split_sentences=splits,
         )
-    return EngineBackend(args.model, args.model_name, options, args.engine_threads, args.split_sentences)
+    return EngineBackend(args.model, args.model_name, options, args.engine_threads, splits)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -156,6 +164,8 @@ def run(args: argparse.Namespace) -> None:
 
     if (args.server is None) == (args.model is None):
         raise RnnmtError("give --server HOST:PORT (a server) or --model DIR (in this process)")
+    if args.paragraphs and args.reference:
+        raise RnnmtError("--reference scores one translation per line: not with --paragraphs")
     options = decoding(args)
     fmt = line_format(
         args.input, args.tsv_column, args.jsonl_field, args.output_field, max(1, options.n_best)
@@ -170,8 +180,10 @@ def run(args: argparse.Namespace) -> None:
         args.concurrency or (8 if args.server else len(os.sched_getaffinity(0))),
         RetryPolicy(retries=args.retries),
         args.restart,
+        args.split_sentences,
+        args.paragraphs,
     )
-    backend = open_backend(args, options)
+    backend = open_backend(args, options, job.splits)
     try:
         result = run_job(job, backend)
     finally:

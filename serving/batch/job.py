@@ -3,10 +3,11 @@ resumable and exactly-once, with a progress bar.
 
 First one pass over the input counts its lines (the progress bar's total) and hashes it (the job's
 identity in its checkpoint, :mod:`~rnnmt.serving.batch.checkpoint`). The job then resumes from its
-checkpoint, or starts, and reads the input from the recorded byte offset, ``chunk_lines`` lines at a
-time. Up to ``concurrency`` chunks are translated at once on threads, so a server's dynamic batching gets
-sentences of several requests to batch together (in-process, onnxruntime runs them in parallel); at most
-``2 × concurrency`` chunks are held at once, so memory stays flat whatever the file's size. Chunks are
+checkpoint, or starts, and reads the input from the recorded byte offset, ``chunk_lines`` lines at a time
+(with ``paragraphs``: blocks of a document, :mod:`~rnnmt.serving.batch.paragraphs`). Up to
+``concurrency`` chunks are translated at once on threads, so a server's dynamic batching gets sentences
+of several requests to batch together (in-process, onnxruntime runs them in parallel); at most ``2 ×
+concurrency`` chunks are held at once, so memory stays flat whatever the file's size. Chunks are
 committed strictly in input order as they finish. A fatal error (retries spent, a server refusing the
 job) stops the job after the last chunk committed in order; the same command resumes from there.
 
@@ -32,6 +33,7 @@ from rnnmt.serving.batch.backends import Backend
 from rnnmt.serving.batch.checkpoint import Checkpoint, JobState
 from rnnmt.serving.batch.chunk import ChunkResult, RetryPolicy, translate_chunk
 from rnnmt.serving.batch.formats import LineFormat
+from rnnmt.serving.batch.paragraphs import starts_block, translate_paragraphs
 from rnnmt.serving.batch.shards import shard_range
 from rnnmt.serving.core.options import Decoding
 
@@ -52,6 +54,13 @@ class BatchJob:
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     restart: bool = False
+    split_sentences: bool = False  # each line sentence by sentence
+    paragraphs: bool = False  # a document of paragraphs (:mod:`~rnnmt.serving.batch.paragraphs`)
+
+    @property
+    def splits(self) -> bool:
+        """Whether the backend translates each text sentence by sentence."""
+        return self.split_sentences or self.paragraphs
 
 
 @dataclass(frozen=True)
@@ -115,20 +124,35 @@ class Chunk:
     end_offset: int  # where the line after the chunk starts
 
 
-def read_chunks(path: Path, offset: int, line: int, end_line: int, size: int) -> Iterator[Chunk]:
-    """Chunks of at most ``size`` lines from line ``line`` (at byte ``offset``) up to ``end_line``."""
+def read_chunks(
+    path: Path, offset: int, line: int, end_line: int, size: int, paragraphs: bool = False
+) -> Iterator[Chunk]:
+    """Chunks of at most ``size`` texts from line ``line`` (at byte ``offset``) up to ``end_line``: a
+    text is a line, or with ``paragraphs`` a block (:func:`~rnnmt.serving.batch.paragraphs.starts_block`;
+    blank lines go with the block before them), so a chunk never ends inside one."""
+    lines: list[bytes] = []
+    texts, first, previous = 0, line, ""
     with path.open("rb") as f:
         f.seek(offset)
         while line < end_line:
-            lines: list[bytes] = []
-            for _ in range(min(size, end_line - line)):
-                raw = f.readline()
-                if not raw:
-                    raise RnnmtError(f"{path} ended before line {line + len(lines) + 1}: it changed")
-                offset += len(raw)
-                lines.append(strip_line_end(raw))
-            yield Chunk(line, lines, offset)
-            line += len(lines)
+            raw = f.readline()
+            if not raw:
+                raise RnnmtError(f"{path} ended before line {line + 1}: it changed")
+            current = strip_line_end(raw)
+            if paragraphs:
+                text = current.decode("utf-8", errors="replace")
+                starts, previous = starts_block(previous, text), text
+            else:
+                starts = True
+            if starts and texts == size:
+                yield Chunk(first, lines, offset)
+                lines, texts, first = [], 0, line
+            texts += starts
+            lines.append(current)
+            offset += len(raw)
+            line += 1
+    if lines:
+        yield Chunk(first, lines, offset)
 
 
 def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchResult:
@@ -146,6 +170,11 @@ def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchR
             f"--chunk-lines {job.chunk_lines} is over the server's limit of "
             f"{model.max_texts_per_request} texts per request"
         )
+    if job.paragraphs and (job.fmt.kind != "plain" or job.shard != (1, 1)):
+        raise RnnmtError(
+            "--paragraphs translates a plain-text document whole: not with --tsv-column, --jsonl-field "
+            "or --shard"
+        )
     start, end = shard_range(facts.lines, job.shard)
     identity = {
         "input_sha256": facts.sha256,
@@ -155,6 +184,8 @@ def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchR
         "decoding": asdict(job.decoding),
         "model": model.name,
         "model_version": model.version,
+        **({"split_sentences": True} if job.splits else {}),
+        **({"paragraphs": True} if job.paragraphs else {}),
     }
     fresh = JobState(identity, job.shard, start, end, start, line_offset(job.input, start))
     checkpoint = Checkpoint.open(job.output, fresh, job.restart)
@@ -190,6 +221,8 @@ def _translate(
 
     def work(lines: list[bytes]) -> ChunkResult:
         try:
+            if job.paragraphs:
+                return translate_paragraphs(backend, lines, job.retry, stop)
             return translate_chunk(backend, job.fmt, lines, job.retry, stop)
         except BaseException as exc:
             with lock:
@@ -216,7 +249,9 @@ def _translate(
     pending: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
     pool = ThreadPoolExecutor(job.concurrency, thread_name_prefix="rnnmt-batch")
     try:
-        chunks = read_chunks(job.input, state.input_offset, state.next_line, state.end_line, job.chunk_lines)
+        chunks = read_chunks(
+            job.input, state.input_offset, state.next_line, state.end_line, job.chunk_lines, job.paragraphs
+        )
         for chunk in chunks:
             pending.append((chunk, pool.submit(work, chunk.lines)))
             if len(pending) >= 2 * job.concurrency:
