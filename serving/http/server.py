@@ -50,6 +50,7 @@ class HttpServer:
         self.port = self.socket.getsockname()[1]
         config = uvicorn.Config(
             app,
+            http="httptools",
             log_config=None,
             access_log=False,
             lifespan="off",
