@@ -31,7 +31,7 @@ model_of() { [ -n "$1" ] && echo "bible-$1" || true; }
 default_model=$(model_of "${pairs[0]}")
 
 step "1/4 starting rnnmt serve on $model_dir (port $port)"
-$rnnmt serve --model-dir "$model_dir" --port "$port" --metrics-port 0 ${default_model:+--default-model "$default_model"} \
+$rnnmt serve --model-dir "$model_dir" --port "$port" ${default_model:+--default-model "$default_model"} \
   > "$work/server.log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true' EXIT

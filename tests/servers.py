@@ -1,4 +1,8 @@
-"""Servers for the tests: in-process on an event loop of their own, or as `rnnmt serve` processes."""
+"""Servers for the tests: in-process on an event loop of their own, or as `rnnmt serve` processes.
+
+Ports are chosen by the servers (port 0) and read back from them, never guessed beforehand. Work that a
+test needs to stay queued or in flight is held by a :class:`Gate`, not made slow.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,18 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
+from rnnmt.serving.core.beam_search import Hypothesis
+from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.server.app import TranslationServer
+from rnnmt.serving.server.batcher import Model, Runner, Search, TranslatorRunner
 from rnnmt.serving.server.config import ServerConfig
 
 T = TypeVar("T")
@@ -31,25 +41,85 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.005)
 
 
-def free_port() -> int:
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A local port that refuses connections while the block runs (bound, not listening: no one else can
+    take it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+class GatedSearch:
+    """A search whose steps wait for its :class:`Gate` to be open."""
+
+    def __init__(self, gate: Gate, search: Search) -> None:
+        self.gate, self.search = gate, search
+
+    @property
+    def done(self) -> bool:
+        return self.search.done
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.search.alive
+
+    def step(self) -> None:
+        self.gate.pass_through()
+        self.search.step()
+
+    def drop(self, sources: Sequence[int]) -> None:
+        self.search.drop(sources)
+
+    def results(self) -> list[list[Hypothesis]]:
+        return self.search.results()
+
+
+class Gate(TranslatorRunner):
+    """The batcher's runner of a test server: the served models' searches, each step waiting while the
+    gate is shut. With the gate shut, work stays queued or in flight for as long as the test says."""
+
+    def __init__(self) -> None:
+        self._open = True
+        self._cond = threading.Condition()
+        self.held = 0  # workers waiting at the gate
+
+    def search(self, model: Model, sources: Sequence[Sequence[int]], options: SearchOptions) -> GatedSearch:
+        return GatedSearch(self, super().search(model, sources, options))
+
+    def pass_through(self) -> None:
+        with self._cond:
+            self.held += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._open)
+            self.held -= 1
+
+    @contextmanager
+    def shut(self) -> Iterator[None]:
+        """Hold every search step while the block runs; open again at its end, whatever happens."""
+        with self._cond:
+            self._open = False
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._open = True
+                self._cond.notify_all()
+
+    def wait_held(self, workers: int = 1, timeout: float = 30.0) -> None:
+        """Wait until ``workers`` workers are held at the gate."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.held >= workers, timeout), "no worker reached the gate"
 
 
 class ServerThread:
     """A :class:`TranslationServer` on an event loop of its own thread; ``started`` resolves to its port."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, runner: Runner | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = TranslationServer(config)
+        self.server = TranslationServer(config, runner)
         self.started = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop)
 
     @property
@@ -74,9 +144,10 @@ class ServerThread:
 
 
 @contextmanager
-def running(model_dir: Path, **settings: object) -> Iterator[ServerThread]:
+def running(model_dir: Path, runner: Runner | None = None, **settings: object) -> Iterator[ServerThread]:
+    """A server of ``model_dir`` on any free port (``http_port=0``, ``metrics_port=0``: those doors too)."""
     config = ServerConfig(model_dir=model_dir, host="127.0.0.1", port=0, **settings)  # type: ignore[arg-type]
-    server = ServerThread(config)
+    server = ServerThread(config, runner)
     try:
         server.started.result(timeout=60)
         yield server
@@ -84,8 +155,25 @@ def running(model_dir: Path, **settings: object) -> Iterator[ServerThread]:
         server.stop()
 
 
+@dataclass
+class ServerProcess:
+    """An `rnnmt serve` process that serves, with the ports it reported (0 for a door that is off)."""
+
+    process: subprocess.Popen[str]
+    address: str
+    http_port: int
+    metrics_port: int
+
+
 def start_process(*args: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `rnnmt serve` and return it with its address once it serves (read from its log)."""
+    """Start `rnnmt serve` and return it with its address once it serves."""
+    started = start_server_process(*args)
+    return started.process, started.address
+
+
+def start_server_process(*args: str) -> ServerProcess:
+    """Start `rnnmt serve` on any free port and return it once it serves, with the ports it reported in
+    its "serving" log line (pass ``--http-port 0`` or ``--metrics-port 0`` for those doors)."""
     process = subprocess.Popen(
         [str(RNNMT), "serve", "--host", "127.0.0.1", "--port", "0", *args],
         stderr=subprocess.PIPE,
@@ -96,9 +184,13 @@ def start_process(*args: str) -> tuple[subprocess.Popen[str], str]:
     while time.monotonic() < end:
         ready, _, _ = select.select([process.stderr], [], [], 1.0)
         line = process.stderr.readline() if ready else ""
-        if line.startswith("{") and json.loads(line)["message"] == "serving":
+        record = json.loads(line) if line.startswith("{") else {}
+        if record.get("message") == "serving":
             threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe flowing
-            return process, json.loads(line)["address"]
+            http, metrics = (
+                int(record[door].rsplit(":", 1)[1]) if record[door] else 0 for door in ("http", "metrics")
+            )
+            return ServerProcess(process, record["address"], http, metrics)
         assert process.poll() is None, f"the server exited: {line}{process.stderr.read()}"
     process.kill()
     raise AssertionError("the server did not start")

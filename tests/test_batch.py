@@ -18,10 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-import grpc
 import pytest
 from conftest import run_without_torch, toy_pairs
-from servers import RNNMT, free_port
+from servers import RNNMT, start_server_process
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.batch.backends import EngineBackend, GrpcBackend, ModelFacts, Transient, channel_target
@@ -30,7 +29,6 @@ from rnnmt.serving.batch.chunk import RetryPolicy
 from rnnmt.serving.batch.formats import LineFormat
 from rnnmt.serving.batch.job import BatchJob, BatchResult, run
 from rnnmt.serving.batch.shards import merge
-from rnnmt.serving.client import TranslatorClient
 from rnnmt.serving.core.options import Decoding
 from rnnmt.serving.core.translator import TextHypothesis
 from rnnmt.serving.server.app import TranslationServer
@@ -150,26 +148,30 @@ def start_server(package: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*command, "--port", str(port), "--workers", "1"], stderr=subprocess.DEVNULL)
 
 
-def serving_health(port: int) -> bool:
-    with TranslatorClient(f"127.0.0.1:{port}", timeout=1, retries=0) as client:
-        try:
-            return client.health() == "SERVING"
-        except grpc.RpcError:
-            return False
-
-
 T = TypeVar("T")
 
 
 class Failing(GrpcBackend):
-    """A GrpcBackend that counts the calls that failed in a way the job retries."""
+    """A GrpcBackend that counts the calls that failed in a way the job retries, and holds every call
+    after its first ``hold_after`` until ``released`` is set (``holding`` is set once one is held)."""
 
-    transient = 0
+    def __init__(self, servers: str, *, hold_after: int) -> None:
+        super().__init__(servers, "", Decoding(), timeout=30)
+        self.transient = 0
+        self.calls, self.hold_after = 0, hold_after
+        self.holding, self.released = threading.Event(), threading.Event()
+        self.lock = threading.Lock()
 
     def open(self) -> ModelFacts:
         return self._counted(super().open)
 
     def translate(self, texts: Sequence[str]) -> list[list[TextHypothesis]]:
+        with self.lock:
+            self.calls += 1
+            held = self.calls > self.hold_after
+        if held:
+            self.holding.set()
+            assert self.released.wait(60)
         return self._counted(lambda: super(Failing, self).translate(texts))
 
     def _counted(self, call: Callable[[], T]) -> T:
@@ -199,18 +201,19 @@ class JobThread(threading.Thread):
 def test_a_server_killed_mid_job_stops_it_or_is_waited_for_and_nothing_is_lost(
     package: Path, source: Path, reference: Path, tmp_path: Path
 ) -> None:
-    port = free_port()
+    """The server is restarted on the port it chose the first time, which its death has just freed."""
     out = tmp_path / "out.en"
-    server = start_server(package, port)
-    backend = Failing(f"127.0.0.1:{port}", "", Decoding(), timeout=30)
+    started = start_server_process("--model-dir", str(package), "--workers", "1")
+    server, port = started.process, int(started.address.rsplit(":", 1)[1])
+    backend = Failing(started.address, hold_after=50)  # the job's calls after its 50th wait for the kill
     job = BatchJob(source, out, chunk_lines=8, concurrency=4)
     try:
-        wait_until(lambda: serving_health(port))
         # A job that may retry twice gives up soon after the server dies, keeping what it committed.
         impatient = JobThread(replace(job, retry=RetryPolicy(retries=2, backoff=0.05)), backend)
-        wait_until(lambda: committed_lines(out) >= 400 or impatient.outcome is not None)
+        assert backend.holding.wait(60)
         server.send_signal(signal.SIGKILL)
         server.wait()
+        backend.released.set()
         impatient.join(60)
         assert isinstance(impatient.outcome, RnnmtError), impatient.outcome
         message = str(impatient.outcome)
@@ -227,6 +230,7 @@ def test_a_server_killed_mid_job_stops_it_or_is_waited_for_and_nothing_is_lost(
         server = start_server(package, port)
         patient.join(120)
     finally:
+        backend.released.set()
         server.send_signal(signal.SIGKILL)
         server.wait()
         backend.close()

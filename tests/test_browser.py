@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import free_port, running
+from servers import running
 
 CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
@@ -47,8 +47,8 @@ def text_of(browser: Any, element_id: str) -> str:
 def test_the_page_translates_a_paragraph_and_shows_errors_with_the_keyboard_only(
     browser: Any, model_dir: Path
 ) -> None:
-    port = free_port()
-    with running(model_dir, workers=1, http_port=port):
+    with running(model_dir, workers=1, http_port=0) as s:
+        port = s.server.http_port
         browser.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(browser, 30)
         wait.until(lambda b: b.find_element(By.ID, "model").get_attribute("value") == "toy")

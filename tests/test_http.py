@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import ServerThread, free_port, running
+from servers import ServerThread, running
 
 from rnnmt.serving.client import TranslatorClient
 
@@ -45,7 +45,7 @@ def call(port: int, path: str, body: Any = None, form: bool = False, token: str 
 
 @pytest.fixture(scope="module")
 def server(model_dir: Path) -> Iterator[ServerThread]:
-    with running(model_dir, workers=2, http_port=free_port(), max_message_bytes=64 * 1024) as s:
+    with running(model_dir, workers=2, http_port=0, max_message_bytes=64 * 1024) as s:
         yield s
 
 
@@ -133,8 +133,9 @@ def test_the_page_and_the_openapi_document_are_served(server: ServerThread) -> N
 
 
 def test_tokens_guard_the_http_door_too(model_dir: Path) -> None:
-    port = free_port()
-    with running(model_dir, workers=1, http_port=port, auth_token="s3cret", allow_insecure_token=True):
+    settings = {"auth_token": "s3cret", "allow_insecure_token": True}
+    with running(model_dir, workers=1, http_port=0, **settings) as s:
+        port = s.server.http_port
         status, body = call(port, "/v1/translate", {"texts": ["x"]})
         assert status == 401 and body["error"]["status"] == "UNAUTHENTICATED"
         assert call(port, "/v1/translate", {"texts": ["Pan."]}, token="s3cret")[0] == 200

@@ -1,16 +1,18 @@
 """The gRPC server and its client, against real servers on free local ports serving the tiny model.
 
 Servers run in-process (an event loop on a thread) unless a test needs a process of its own (signals,
-startup failures, the command line). Work is made slow, where a test needs requests to queue, by one
-worker with batches of one sentence at beam 16.
+startup failures, the command line). Where a test needs requests to queue, one worker takes batches of
+one sentence at beam 16 and its searches wait at a :class:`~servers.Gate` the test shuts and opens.
 """
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,18 +21,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from conftest import run_without_torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from servers import RNNMT, ServerThread, free_port, port_open, running, scrape, start_process, wait_until
+from servers import RNNMT, Gate, ServerThread, closed_port, running, start_server_process, wait_until
 
+from rnnmt.cli import build_parser
 from rnnmt.serving.client import TranslatorClient
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.translator import Translator
-from rnnmt.serving.server.config import ServerConfig
+from rnnmt.serving.server.config import ServerConfig, config_from_args
+from rnnmt.serving.server.model_repository import ModelRepository
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -48,10 +53,16 @@ def server(model_dir: Path) -> Iterator[ServerThread]:
 
 
 @pytest.fixture(scope="module")
-def slow_server(model_dir: Path) -> Iterator[ServerThread]:
-    """One worker, one sentence per batch at beam 16, a queue of 60 sentences."""
+def gate() -> Gate:
+    return Gate()
+
+
+@pytest.fixture(scope="module")
+def slow_server(model_dir: Path, gate: Gate) -> Iterator[ServerThread]:
+    """One worker whose searches step only while ``gate`` is open, one sentence per batch at beam 16, a
+    queue of 60 sentences."""
     with running(
-        model_dir, workers=1, max_batch_rows=16, max_texts_per_request=50, max_queued_sentences=60
+        model_dir, gate, workers=1, max_batch_rows=16, max_texts_per_request=50, max_queued_sentences=60
     ) as s:
         yield s
 
@@ -139,15 +150,23 @@ def test_a_repository_serves_each_model_by_name(model_dir: Path, tmp_path: Path)
         channel.close()
 
 
-def test_health_is_not_serving_until_the_models_are_loaded(model_dir: Path, tmp_path: Path) -> None:
-    for i in range(16):  # sixteen models take a while to load and warm up
-        shutil.copytree(model_dir / "toy", tmp_path / f"toy{i:02d}")
-    port = free_port()
-    s = ServerThread(ServerConfig(model_dir=tmp_path, host="127.0.0.1", port=port, workers=1))
+def test_health_is_not_serving_until_the_models_are_loaded(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loading, loaded = threading.Event(), threading.Event()
+    load = ModelRepository.load
+
+    def held(*args: Any) -> ModelRepository:  # the models load only once the test lets them
+        loading.set()
+        assert loaded.wait(60)
+        return load(*args)
+
+    monkeypatch.setattr(ModelRepository, "load", held)
+    s = ServerThread(ServerConfig(model_dir=model_dir, host="127.0.0.1", port=0, workers=1))
     request = health_pb2.HealthCheckRequest(service="rnnmt.v1.Translator")
     try:
-        wait_until(lambda: port_open(port))  # the port opens before the models load
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        assert loading.wait(60)  # the port is open before the models load
+        with grpc.insecure_channel(f"127.0.0.1:{s.server.port}") as channel:
             check = health_pb2_grpc.HealthStub(channel).Check
             status = check(request, timeout=10, wait_for_ready=True).status
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -155,10 +174,12 @@ def test_health_is_not_serving_until_the_models_are_loaded(model_dir: Path, tmp_
             error = rpc_error(lambda: translate(pb.TranslateRequest(texts=["hola"]), timeout=10))
             assert error.code() == grpc.StatusCode.UNAVAILABLE and "loading" in error.details()
             assert not s.started.done()
+            loaded.set()
             s.started.result(timeout=60)
             assert check(request, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
-            assert translate(pb.TranslateRequest(texts=["hola"]), timeout=10).model == "toy00"
+            assert translate(pb.TranslateRequest(texts=["hola"]), timeout=10).model == "toy"
     finally:
+        loaded.set()
         s.stop()
 
 
@@ -181,12 +202,12 @@ def test_health_and_reflection(server: ServerThread, client: TranslatorClient) -
 
 
 def test_metrics_and_request_log(model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    port = free_port()
-    with running(model_dir, workers=1, metrics_port=port) as s, TranslatorClient(s.target) as c:
+    with running(model_dir, workers=1, metrics_port=0) as s, TranslatorClient(s.target) as c:
         caplog.set_level("INFO", logger="rnnmt.serving.requests")
         c.translate(TEXTS)
         rpc_error(lambda: c.translate(["x"], beam_size=99))
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        url = f"http://127.0.0.1:{s.server.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
     assert 'rnnmt_requests_total{code="OK",method="Translate"} 1.0' in text
     assert 'rnnmt_requests_total{code="INVALID_ARGUMENT",method="Translate"} 1.0' in text
     assert 'rnnmt_sentences_translated_total{model="toy",version=""} 4.0' in text
@@ -266,63 +287,63 @@ def test_malformed_and_oversized_messages_leave_the_server_serving(
     assert texts_of(client.translate(TEXTS[:1])) == EXPECTED[:1]
 
 
-def test_a_full_queue_refuses_at_once(slow_server: ServerThread) -> None:
+def received(s: ServerThread) -> float:
+    return s.metric("rnnmt_sentences_received_total", model="toy", version="")
+
+
+def test_a_full_queue_refuses_at_once(slow_server: ServerThread, gate: Gate) -> None:
     s = slow_server
-    received = s.metric("rnnmt_sentences_received_total", model="toy", version="")
+    before = received(s)
     with TranslatorClient(s.target) as c, ThreadPoolExecutor(1) as pool:
-        ahead = pool.submit(c.translate, JUNK, **SLOW)  # 50 sentences: 49 wait, 11 places are left
-        wait_until(
-            lambda: s.metric("rnnmt_sentences_received_total", model="toy", version="") == received + 50
-        )
-        error = rpc_error(lambda: c.translate(JUNK, **SLOW))
-        assert not ahead.done(), "the refusal waited for the work ahead"
+        with gate.shut():
+            ahead = pool.submit(c.translate, JUNK, **SLOW)  # 50 sentences: 49 wait, 11 places are left
+            wait_until(lambda: received(s) == before + 50)
+            gate.wait_held()
+            error = rpc_error(lambda: c.translate(JUNK, **SLOW))
+            assert not ahead.done(), "the refusal waited for the work ahead"
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "limit of 60" in error.details()
         assert len(ahead.result()) == 50
 
 
-def test_a_deadline_that_expires_in_the_queue_drops_the_work(slow_server: ServerThread) -> None:
-    """Light requests are served first come, first served: four of about 0.1 s each are ahead."""
+def test_a_deadline_that_expires_in_the_queue_drops_the_work(slow_server: ServerThread, gate: Gate) -> None:
+    """With the work ahead held at the gate, a request queued behind it outlives its deadline."""
     s = slow_server
     translated = s.metric("rnnmt_sentences_translated_total", model="toy", version="")
     dropped = s.metric("rnnmt_sentences_dropped_total", reason="deadline")
-    received = s.metric("rnnmt_sentences_received_total", model="toy", version="")
+    before = received(s)
     with TranslatorClient(s.target) as c, ThreadPoolExecutor(4) as pool:
-        ahead = [pool.submit(c.translate, JUNK[:12], **SLOW) for _ in range(4)]
-        wait_until(
-            lambda: s.metric("rnnmt_sentences_received_total", model="toy", version="") == received + 48
-        )
-        error = rpc_error(lambda: c.translate(["El perro come pan."] * 3, timeout=0.05, **SLOW))
-        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with gate.shut():
+            ahead = [pool.submit(c.translate, JUNK[:12], **SLOW) for _ in range(4)]
+            wait_until(lambda: received(s) == before + 48)
+            error = rpc_error(lambda: c.translate(["El perro come pan."] * 3, timeout=2.0, **SLOW))
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            wait_until(lambda: s.metric("rnnmt_sentences_dropped_total", reason="deadline") == dropped + 3)
         assert all(len(call.result()) == 12 for call in ahead)
-    wait_until(lambda: s.metric("rnnmt_sentences_dropped_total", reason="deadline") == dropped + 3)
     assert s.metric("rnnmt_sentences_translated_total", model="toy", version="") == translated + 48
 
 
-def test_a_cancelled_stream_frees_its_work(slow_server: ServerThread) -> None:
+def test_a_cancelled_stream_frees_its_work(slow_server: ServerThread, gate: Gate) -> None:
     s = slow_server
     dropped = s.metric("rnnmt_sentences_dropped_total", reason="cancelled")
     with grpc.insecure_channel(s.target) as channel, ThreadPoolExecutor(1) as pool:
         stub = pb_grpc.TranslatorStub(channel)
         slow = pb.DecodingOptions(beam_size=16)
-        received = s.metric("rnnmt_sentences_received_total", model="toy", version="")
-        ahead = pool.submit(stub.Translate, pb.TranslateRequest(texts=JUNK, options=slow), timeout=30)
-        wait_until(
-            lambda: s.metric("rnnmt_sentences_received_total", model="toy", version="") == received + 50
-        )
+        before = received(s)
         release = threading.Event()
 
         def requests() -> Iterator[pb.TranslateRequest]:
             yield pb.TranslateRequest(texts=["El perro come pan."] * 5, options=slow)
             release.wait(30)
 
-        call = stub.TranslateStream(requests(), timeout=30)
-        wait_until(
-            lambda: s.metric("rnnmt_sentences_received_total", model="toy", version="") == received + 55
-        )
-        call.cancel()
-        release.set()
-        wait_until(lambda: s.metric("rnnmt_sentences_dropped_total", reason="cancelled") == dropped + 5)
+        with gate.shut():
+            ahead = pool.submit(stub.Translate, pb.TranslateRequest(texts=JUNK, options=slow), timeout=30)
+            wait_until(lambda: received(s) == before + 50)
+            call = stub.TranslateStream(requests(), timeout=30)
+            wait_until(lambda: received(s) == before + 55)
+            call.cancel()
+            release.set()
+            wait_until(lambda: s.metric("rnnmt_sentences_dropped_total", reason="cancelled") == dropped + 5)
         assert len(ahead.result().translations) == 50
     assert s.metric("rnnmt_requests_total", method="TranslateStream", code="CANCELLED") >= 1
 
@@ -443,7 +464,8 @@ def test_health_command_exits_zero_only_when_serving(server: ServerThread) -> No
 
     serving = health(server.target)
     assert (serving.returncode, serving.stdout) == (0, "SERVING\n"), serving.stderr
-    down = health(f"127.0.0.1:{free_port()}")
+    with closed_port() as port:
+        down = health(f"127.0.0.1:{port}")
     assert down.returncode == 2 and "UNAVAILABLE" in down.stderr
 
 
@@ -507,41 +529,52 @@ def serving(client: TranslatorClient) -> bool:
         return False
 
 
-def http_translate(port: int, texts: list[str]) -> list[str]:
-    """Translate over the HTTP door at beam 16, one text per sentence."""
-    body = {"texts": texts, "options": {"beamSize": SLOW["beam_size"]}, "splitSentences": False}
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/translate",
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return [t["hypotheses"][0]["text"] for t in json.load(response)["translations"]]
-
-
 def test_sigterm_lets_calls_in_flight_finish_on_both_doors(model_dir: Path) -> None:
-    metrics_port, http_port = free_port(), free_port()
-    process, address = start_process(
-        *("--model-dir", str(model_dir), "--workers", "1", "--max-batch-rows", "16"),
-        *("--grace-seconds", "30", "--metrics-port", str(metrics_port), "--http-port", str(http_port)),
+    """A gRPC stream the client keeps open and an HTTP call whose body has not all arrived are in flight
+    for as long as the test says: they still get their answers after SIGTERM, new calls are refused."""
+    started = start_server_process("--model-dir", str(model_dir), "--workers", "1", "--http-port", "0")
+    process = started.process
+    release = threading.Event()
+
+    def requests() -> Iterator[pb.TranslateRequest]:
+        yield pb.TranslateRequest(texts=[TEXTS[0]])
+        assert release.wait(60)
+        yield pb.TranslateRequest(texts=[TEXTS[1]])
+
+    body = json.dumps({"texts": [TEXTS[3]]}).encode()
+    head = (
+        "POST /v1/translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
     )
     try:
         maps = Path(f"/proc/{process.pid}/maps").read_text()
         assert "libtorch" not in maps, "the server loaded torch"
-        with TranslatorClient(address, retries=0) as c, ThreadPoolExecutor(6) as pool:
-            calls = [pool.submit(c.translate, JUNK, **SLOW) for _ in range(4)]
-            http_calls = [pool.submit(http_translate, http_port, JUNK) for _ in range(2)]
-            received = 'rnnmt_sentences_received_total{model="toy",version=""}'
-            wait_until(lambda: scrape(metrics_port, received) == 6 * len(JUNK))
-            assert scrape(metrics_port, "rnnmt_queue_sentences") > 100  # a second of work in flight
+        with (
+            TranslatorClient(started.address, retries=0) as c,
+            grpc.insecure_channel(started.address) as channel,
+            socket.create_connection(("127.0.0.1", started.http_port), timeout=60) as http,
+        ):
+            stream = pb_grpc.TranslatorStub(channel).TranslateStream(requests(), timeout=60)
+            assert texts_of(list(next(stream).translations)) == EXPECTED[:1]
+            http.sendall(head.encode())
+            reply = http.makefile("rb")
+            assert reply.readline().startswith(b"HTTP/1.1 100"), "the call is not reading its body"
+            assert reply.readline() == b"\r\n"
             process.send_signal(signal.SIGTERM)
             wait_until(lambda: not serving(c))  # draining: NOT_SERVING, or refused
             refused = rpc_error(lambda: c.translate(["El perro come pan."]))
             assert refused.code() == grpc.StatusCode.UNAVAILABLE
-            assert all(len(call.result()) == len(JUNK) for call in calls)
-            assert all(len(call.result()) == len(JUNK) for call in http_calls)
+            release.set()
+            assert [texts_of(list(r.translations)) for r in stream] == [EXPECTED[1:2]]
+            http.sendall(body)
+            response = http_client.HTTPResponse(http)
+            response.begin()
+            assert response.status == 200
+            answer = json.load(response)
+            assert [t["hypotheses"][0]["text"] for t in answer["translations"]] == [EXPECTED[3]]
         assert process.wait(30) == 0
     finally:
+        release.set()
         process.kill()
         process.wait()
 
@@ -573,7 +606,7 @@ def test_environment_variables_configure_serve() -> None:
         "from rnnmt.cli import build_parser\n"
         "from rnnmt.serving.server.config import config_from_args\n"
         "c = config_from_args(build_parser().parse_args(['serve', '--workers', '3']))\n"
-        "print(c.model_dir, c.port, c.workers, c.batching, c.max_queue_delay_ms)\n"
+        "print(c.model_dir, c.port, c.workers, c.batching, c.max_queue_delay_ms, c.http_port, c.metrics_port)\n"
     )
     env = {
         **os.environ,
@@ -581,9 +614,12 @@ def test_environment_variables_configure_serve() -> None:
         "RNNMT_PORT": "7000",
         "RNNMT_WORKERS": "9",
         "RNNMT_BATCHING": "off",
+        "RNNMT_METRICS_PORT": "0",  # any free port; the HTTP door, unset, is off
     }
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["/models", "7000", "3", "off", "2.0"]
+    assert done.stdout.split() == ["/models", "7000", "3", "off", "2.0", "None", "0"]
+    off = config_from_args(build_parser().parse_args(["serve", "--model-dir", "m", "--metrics-port", "off"]))
+    assert off.metrics_port is None

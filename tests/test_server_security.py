@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from servers import RNNMT, ServerThread, free_port, running
+from servers import RNNMT, ServerThread, running, wait_until
 from test_server import rpc_error
 
 from rnnmt.cli import build_parser
@@ -98,18 +97,16 @@ def test_the_defaults_are_loopback_and_no_insecure_token(monkeypatch: pytest.Mon
 
 def test_grpc_and_metrics_listen_on_loopback_unless_told(model_dir: Path) -> None:
     """127.0.0.2 is loopback too, but a socket bound to 127.0.0.1 does not answer it; 0.0.0.0 does."""
-    metrics_port = free_port()
-    server = ServerThread(ServerConfig(model_dir=model_dir, port=0, workers=1, metrics_port=metrics_port))
+    server = ServerThread(ServerConfig(model_dir=model_dir, port=0, workers=1, metrics_port=0))
     try:
-        for port in (server.port, metrics_port):
+        for port in (server.port, server.server.metrics_port):
             assert accepts("127.0.0.1", port) and not accepts("127.0.0.2", port)
     finally:
         server.stop()
-    metrics_port = free_port()
-    everywhere = {"host": "0.0.0.0", "metrics_host": "0.0.0.0", "metrics_port": metrics_port}
+    everywhere = {"host": "0.0.0.0", "metrics_host": "0.0.0.0", "metrics_port": 0}
     server = ServerThread(ServerConfig(model_dir=model_dir, port=0, workers=1, **everywhere))  # type: ignore[arg-type]
     try:
-        assert accepts("127.0.0.2", server.port) and accepts("127.0.0.2", metrics_port)
+        assert accepts("127.0.0.2", server.port) and accepts("127.0.0.2", server.server.metrics_port)
     finally:
         server.stop()
 
@@ -233,7 +230,7 @@ def test_a_busy_metrics_port_and_an_unreadable_model_say_which(model_dir: Path, 
     subprocess.run(["cp", "-r", str(model_dir / "toy"), str(package)], check=True)
     (package / "manifest.json").unlink()
     (package / "manifest.json").symlink_to("/proc/self/mem")  # a file whose reads fail, even for root
-    error = start_error(package, metrics_port=free_port())
+    error = start_error(package, metrics_port=0)
     assert error == f"cannot load the models in {package}: [Errno 5] Input/output error"
 
 
@@ -242,17 +239,19 @@ def test_a_busy_metrics_port_and_an_unreadable_model_say_which(model_dir: Path, 
 
 def test_every_line_on_stderr_is_json_even_grpc_core_logs(model_dir: Path, tmp_path: Path) -> None:
     """gRPC's C core writes to file descriptor 2 itself; traced, it logs every API call from its threads."""
-    port, log = free_port(), tmp_path / "stderr"
+    log = tmp_path / "stderr"
     env = {**os.environ, "GRPC_VERBOSITY": "debug", "GRPC_TRACE": "api"}
-    command = [str(RNNMT), "serve", "--model-dir", str(model_dir), "--port", str(port), "--workers", "1"]
+    command = [str(RNNMT), "serve", "--model-dir", str(model_dir), "--port", "0", "--workers", "1"]
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stderr=stderr, env=env)
+
+    def serving() -> list[str]:  # the complete "serving" lines logged so far
+        return [line for line in log.read_text().split("\n")[:-1] if '"message": "serving"' in line]
+
     try:
-        end = time.monotonic() + 60
-        while '"message": "serving"' not in log.read_text():
-            assert process.poll() is None and time.monotonic() < end, log.read_text()
-            time.sleep(0.1)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        wait_until(lambda: bool(serving()) or process.poll() is not None, timeout=60)
+        assert serving(), log.read_text()
+        with grpc.insecure_channel(json.loads(serving()[0])["address"]) as channel:
             call_raw(channel, "/rnnmt.v1.Translator/Translate", [EL_PERRO])
             rpc_error(lambda: call_raw(channel, "/rnnmt.v1.Translator/Translate", [MALFORMED]))
         process.send_signal(signal.SIGTERM)

@@ -32,7 +32,7 @@ from rnnmt.serving.core.signing import TrustedKeys
 from rnnmt.serving.server.admin import METHOD_PREFIX as ADMIN_PREFIX
 from rnnmt.serving.server.admin import SERVICE_NAME as ADMIN_SERVICE
 from rnnmt.serving.server.admin import AdminService
-from rnnmt.serving.server.batcher import Batcher, TranslatorRunner
+from rnnmt.serving.server.batcher import Batcher, Runner, TranslatorRunner
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.interceptors import (
     AvailabilityInterceptor,
@@ -53,10 +53,13 @@ logger = logging.getLogger(__name__)
 
 
 class TranslationServer:
-    """One server: gRPC (Translator, health, reflection), the models, the batcher and metrics."""
+    """One server: gRPC (Translator, health, reflection), the models, the batcher and metrics. The batcher
+    runs its searches with ``runner`` (the served models' beam searches unless told otherwise: the tests
+    hand it one whose searches wait for them)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, runner: Runner | None = None) -> None:
         self.config = config.validate()
+        self.runner = runner or TranslatorRunner()
         self.metrics = Metrics()
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -66,7 +69,8 @@ class TranslationServer:
         self._batcher: Batcher | None = None
         self._repository: ModelRepository | None = None
         self._http: HttpServer | None = None
-        self.http_port = 0
+        self.http_port = 0  # the ports bound, once started (0: that door is off)
+        self.metrics_port = 0
         self._reloading = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
 
@@ -118,7 +122,7 @@ class TranslationServer:
                     "trusted_keys": str(c.trusted_keys) if c.trusted_keys else None,
                     "workers": c.worker_count,
                     "batching": c.batching,
-                    "metrics": f"{c.metrics_host}:{c.metrics_port}" if c.metrics_port else None,
+                    "metrics": f"{c.metrics_host}:{self.metrics_port}" if self.metrics_port else None,
                     "http": f"{c.host}:{self.http_port}" if self._http else None,
                 }
             },
@@ -266,7 +270,7 @@ class TranslationServer:
     async def _serve_http(self, tokens: list[str]) -> None:
         """Serve the HTTP door, if ``http_port`` is set (refusing calls like gRPC while unavailable)."""
         c = self.config
-        if not c.http_port:
+        if c.http_port is None:
             return
         from rnnmt.serving.http.api import http_app  # starlette and uvicorn only when asked for
         from rnnmt.serving.http.calls import Door
@@ -281,10 +285,10 @@ class TranslationServer:
     def _serve_metrics(self) -> None:
         """Serve the Prometheus metrics over HTTP, if ``metrics_port`` is set."""
         c = self.config
-        if not c.metrics_port:
+        if c.metrics_port is None:
             return
         try:
-            self.metrics.serve(c.metrics_host, c.metrics_port)
+            self.metrics_port = self.metrics.serve(c.metrics_host, c.metrics_port)
         except OSError as exc:
             raise RnnmtError(
                 f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: {exc.strerror}"
@@ -307,7 +311,7 @@ class TranslationServer:
         """Start the batcher's workers over the models and hand both to the service."""
         c = self.config
         self._batcher = Batcher(
-            TranslatorRunner(),
+            self.runner,
             self.metrics,
             workers=c.worker_count,
             max_batch_rows=c.max_batch_rows,

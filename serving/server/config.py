@@ -49,8 +49,8 @@ class ServerConfig:
     admin_token: str = ""
     admin_token_file: Path | None = None
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 0
-    http_port: int = 0
+    metrics_port: int | None = None
+    http_port: int | None = None
 
     @property
     def worker_count(self) -> int:
@@ -61,8 +61,8 @@ class ServerConfig:
         """Return self if the settings are coherent, else raise an :class:`RnnmtError` naming the flag."""
         checks = [
             (0 <= self.port <= 65535, "--port must be 0 (any free port) to 65535"),
-            (0 <= self.metrics_port <= 65535, "--metrics-port must be 0 (off) to 65535"),
-            (0 <= self.http_port <= 65535, "--http-port must be 0 (off) to 65535"),
+            (_port_or_off(self.metrics_port), "--metrics-port must be 0 (any free port) to 65535"),
+            (_port_or_off(self.http_port), "--http-port must be 0 (any free port) to 65535"),
             (self.workers >= 0, "--workers must be 0 (one per core) or more"),
             (self.engine_threads >= 0, "--engine-threads must be 0 (onnxruntime's default) or more"),
             (self.batching in ("on", "off"), "--batching must be on or off"),
@@ -137,10 +137,26 @@ _HELP = {
     "admin_token": "serve the admin service (rnnmt.v1.Admin: reload), callable with this bearer token only",
     "admin_token_file": "like --admin-token, one accepted token per line",
     "metrics_host": "address the metrics listen on (plain HTTP, no authentication)",
-    "metrics_port": "Prometheus metrics over HTTP on this port (0 = off)",
+    "metrics_port": "Prometheus metrics over HTTP on this port (0 = any free port, printed at startup; "
+    "unset or 'off' = off)",
     "http_port": "also serve the HTTP/JSON API, LibreTranslate's API and a page to try it on this port, on "
-    "--host with the same models, batcher, limits, token and TLS (0 = off)",
+    "--host with the same models, batcher, limits, token and TLS (0 = any free port, printed at startup; "
+    "unset or 'off' = off)",
 }
+
+
+def _port_or_off(port: int | None) -> bool:
+    return port is None or 0 <= port <= 65535
+
+
+def _optional_port(text: str) -> int | None:
+    """A port flag or variable of a door that is off unless set: a number, or empty or ``off`` for off."""
+    if text.strip().lower() in ("", "off"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number or off, not {text!r}") from None
 
 
 def _boolean(text: str) -> bool:
@@ -159,7 +175,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """
     for f in fields(ServerConfig):
         env = "RNNMT_" + f.name.upper()
-        kinds: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _boolean}
+        kinds: dict[str, Callable[[str], Any]] = {
+            "int": int,
+            "int | None": _optional_port,
+            "float": float,
+            "str": str,
+            "bool": _boolean,
+        }
         kind = kinds.get(str(f.type), Path)
         shown = "hidden" if f.name in ("auth_token", "admin_token") else "%(default)s"
         extra: dict[str, Any] = {"choices": ["on", "off"]} if f.name == "batching" else {}

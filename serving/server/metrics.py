@@ -131,9 +131,11 @@ class Metrics:
             },
         )
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose the metrics at ``http://host:port/metrics`` from a background thread."""
+    def serve(self, host: str, port: int) -> int:
+        """Expose the metrics at ``http://host:port/metrics`` from a background thread (port 0: any free
+        port); returns the port."""
         self._http, _ = start_http_server(port, host, registry=self.registry)
+        return int(self._http.server_port)
 
     def close(self) -> None:
         if self._http is not None:

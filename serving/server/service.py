@@ -34,6 +34,11 @@ STREAM_WINDOW = 16
 INLINE_TOKENIZE_CHARS = 1 << 16
 """Requests with more characters are tokenized on a thread, so the event loop keeps serving others."""
 
+DEADLINE_SLACK = 0.05
+"""A call that gRPC cancels this close to its deadline (seconds) was ended by the deadline: the server's
+view of a client's deadline (arrival time + the timeout sent) runs late by the request's transit time,
+so gRPC's own deadline timer fires a few milliseconds before it."""
+
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
@@ -198,7 +203,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             return await handler(request, context)
         except asyncio.CancelledError:  # by the client, or by gRPC at the deadline
             remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
+            expired = remaining is not None and remaining <= DEADLINE_SLACK
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
@@ -280,7 +285,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             self.batcher.cancel(job, "deadline")
             raise DeadlineExpired("the deadline passed before the translation was done") from None
         except asyncio.CancelledError:  # by the client, or by gRPC when the deadline passed first
-            expired = deadline is not None and time.monotonic() >= deadline
+            expired = deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK
             self.batcher.cancel(job, "deadline" if expired else "cancelled")
             raise
         except (DeadlineExpired, BatcherClosed):
