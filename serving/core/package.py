@@ -70,7 +70,8 @@ class Manifest:
     tokenizers: dict[str, str]  # "source" / "target" → file name (the same file when joint)
     decoder_state: list[str]  # encoder state outputs = decoder state inputs, in order
     opset: int
-    # None, "int8" (dynamic, decoder step) or "int8-weights" (int8-stored weights; see training/export.py)
+    # None, "int8" (dynamic, decoder step), "int8-weights" (int8-stored weights) or "int8-rows" (per-row int8
+    # decoder step, other weights int8-stored); one of QUANTIZATIONS, see training/export.py
     quantization: str | None
     max_input_tokens: int  # source pieces per sentence, EOS not counted
     decoding: dict[str, Any]  # default SearchOptions fields
