@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -27,12 +26,6 @@ from server_load import percentile
 
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def grpc_load(address: str, sentences: list[str], clients: int) -> tuple[float, list[float]]:
@@ -95,9 +88,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     args = parser.parse_args()
     sentences = [s for s in args.source.read_text(encoding="utf-8").splitlines() if s.strip()][: args.limit]
-    port = free_port()
-    server = ServerProcess(args.model, ["--http-port", str(port)])
-    base = f"http://127.0.0.1:{port}"
+    server = ServerProcess(args.model, ["--http-port", "0"])
+    base = f"http://127.0.0.1:{server.http_port}"
     try:
         asyncio.run(grpc_load(server.address, sentences[:8], 4))  # warm-up
         loads = {

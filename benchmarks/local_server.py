@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 class ServerProcess:
-    """`rnnmt serve` on a free loopback port, its address read from its startup log line."""
+    """`rnnmt serve` on a free loopback port, its address (and ``http_port``, 0 unless ``--http-port 0``
+    is in ``extra``) read from its startup log line."""
 
     def __init__(self, model_dir: Path, extra: Sequence[str] = ()) -> None:
         rnnmt = Path(sys.executable).with_name("rnnmt")
@@ -20,8 +21,10 @@ class ServerProcess:
         self.process = subprocess.Popen([*command, *extra], stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         for line in self.process.stderr:
-            if line.startswith("{") and json.loads(line).get("message") == "serving":
-                self.address = json.loads(line)["address"]
+            record = json.loads(line) if line.startswith("{") else {}
+            if record.get("message") == "serving":
+                self.address = record["address"]
+                self.http_port = int(record["http"].rsplit(":", 1)[1]) if record["http"] else 0
                 break
         else:
             raise SystemExit(f"the server did not start (exit code {self.process.wait()})")
