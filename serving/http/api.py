@@ -5,44 +5,121 @@ OpenAPI document at ``/openapi.json``.
 
 On ``/v1/translate``, ``splitSentences`` defaults to true: a paragraph is translated sentence by
 sentence and keeps its layout (gRPC keeps the proto default, false).
+
+For browsers: only requests whose ``Host`` is one of :func:`allowed_hosts` are answered (another is 400),
+so that a site whose name was made to resolve to this server's address (DNS rebinding) cannot reach it
+through its visitors' browsers; every response says ``X-Content-Type-Options: nosniff``; the page may not
+be framed and runs only its own script and style (``Content-Security-Policy`` with their hashes).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
+import math
+import re
 from importlib import resources
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnmt.serving.http import libretranslate
-from rnnmt.serving.http.calls import Door, HttpError, handle_errors
+from rnnmt.serving.http.calls import Door, bad, handle_errors
 from rnnmt.serving.http.detect import LanguageDetector
 from rnnmt.serving.server.service import TranslatorService
 from rnnmt.v1 import translator_pb2 as pb
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 def parse(body: dict[str, Any], message: pb.TranslateRequest) -> pb.TranslateRequest:
     try:
         return json_format.ParseDict(body, message)
     except json_format.ParseError as exc:
-        raise HttpError(
-            grpc.StatusCode.INVALID_ARGUMENT, f"the body is not a TranslateRequest: {exc}"
-        ) from None
+        raise bad(f"the body is not a TranslateRequest: {exc}") from None
+
+
+def parse_timeout(value: Any) -> float | None:
+    """``timeout``: absent, or a finite number of seconds above 0 (not a bool)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
+        if 0 < seconds < math.inf:
+            return seconds
+    raise bad("timeout must be a finite number of seconds above 0")
 
 
 def to_json(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
 
 
-def http_app(service: TranslatorService, door: Door) -> Starlette:
+def allowed_hosts(bound: str, listed: str) -> list[str]:
+    """The ``Host`` names answered (a port aside) by the door bound to ``bound``: those ``listed``
+    (comma-separated, ``*.example.com`` wildcards), else, bound to a loopback address, the local names and
+    that address, else any (``*``: a server on the network is reached by names it cannot know)."""
+    names = [name.strip() for name in listed.split(",") if name.strip()]
+    if names:
+        return names
+    try:
+        loopback = bound == "localhost" or ipaddress.ip_address(bound).is_loopback
+    except ValueError:  # a host name
+        loopback = False
+    if not loopback:
+        return ["*"]
+    return list(dict.fromkeys([*LOCAL_HOSTS, f"[{bound}]" if ":" in bound else bound]))
+
+
+def page_headers(page: str) -> dict[str, str]:
+    """The security headers of the page: its own script and style only (by their hashes), talking to
+    this server only, never framed."""
+
+    def hashes(tag: str) -> str:
+        found = re.findall(f"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
+        digests = (base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() for text in found)
+        return " ".join(f"'sha256-{digest}'" for digest in digests) or "'none'"
+
+    policy = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return {"Content-Security-Policy": policy, "X-Frame-Options": "DENY"}
+
+
+class NoSniff:
+    """ASGI middleware: every response says ``X-Content-Type-Options: nosniff`` (a browser takes a JSON
+    error for JSON, never for a script or a page)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def http_app(service: TranslatorService, door: Door, hosts: list[str]) -> Starlette:
     """The ASGI application of the HTTP door over ``service`` (whose repository and batcher are
-    attached by the time calls are let through by ``door``)."""
+    attached by the time calls are let through by ``door``), answering requests for ``hosts`` (see
+    :func:`allowed_hosts`)."""
     page = resources.files("rnnmt.serving.http").joinpath("page.html").read_text(encoding="utf-8")
+    headers = page_headers(page)
     detector = LanguageDetector(lambda: service.repository)
 
     @handle_errors
@@ -52,9 +129,7 @@ def http_app(service: TranslatorService, door: Door) -> Starlette:
         message = parse({k: v for k, v in body.items() if k != "timeout"}, pb.TranslateRequest())
         if "splitSentences" not in body and "split_sentences" not in body:
             message.split_sentences = True
-        timeout = body.get("timeout")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise HttpError(grpc.StatusCode.INVALID_ARGUMENT, "timeout must be a number of seconds above 0")
+        timeout = parse_timeout(body.get("timeout"))
         response = await door.run(request, "HTTP /v1/translate", service.translate(message, timeout))
         return JSONResponse(to_json(response))
 
@@ -69,7 +144,7 @@ def http_app(service: TranslatorService, door: Door) -> Starlette:
         return JSONResponse(to_json(await door.run(request, "HTTP /v1/models", describe())))
 
     async def index(_request: Request) -> Response:
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers=headers)
 
     async def openapi(_request: Request) -> Response:
         return JSONResponse(OPENAPI)
@@ -81,7 +156,11 @@ def http_app(service: TranslatorService, door: Door) -> Starlette:
         Route("/v1/models", models, methods=["GET"]),
         *libretranslate.routes(service, door, detector),
     ]
-    return Starlette(routes=routes)
+    middleware = [
+        Middleware(NoSniff),
+        Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
+    ]
+    return Starlette(routes=routes, middleware=middleware)
 
 
 def _error_schema() -> dict[str, Any]:

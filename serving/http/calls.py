@@ -3,7 +3,15 @@ bounded JSON or form bodies, and calls that end when their client goes away.
 
 Errors: ``{"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "..."}}`` on the ``/v1``
 endpoints (the gRPC status and the same message as over gRPC); LibreTranslate's endpoints answer
-``{"error": "..."}`` as LibreTranslate does (:mod:`rnnmt.serving.http.libretranslate`).
+``{"error": "..."}`` as LibreTranslate does (:mod:`rnnmt.serving.http.libretranslate`). An unexpected
+exception is INTERNAL, its traceback logged like the gRPC side's.
+
+Bodies are JSON (``application/json`` or a ``+json`` type) or forms (``application/x-www-form-urlencoded``,
+UTF-8 as browsers send it, or ``multipart/form-data``); any other type is refused with 415, so that a
+page of another site cannot have a browser post a body that the server reads as JSON without asking the
+server first (a ``text/plain`` post needs no CORS preflight). A body that is not valid (malformed, a
+number of more digits than Python reads, nested too deep, an escaped lone surrogate, which is no
+character) is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -11,16 +19,23 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
+import re
+import sys
 import time
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from rnnmt.serving.server.metrics import Metrics
 from rnnmt.serving.server.service import settle, status_of
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -37,6 +52,13 @@ HTTP_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+MAX_FORM_FIELDS = 1000
+ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""Where JSON may hold a lone surrogate: a ``\\u`` escape of one (raw UTF-8 cannot encode them)."""
+SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 class HttpError(Exception):
     """A call's end with a gRPC status code (mapped to HTTP by :data:`HTTP_STATUS`) and a message."""
@@ -50,6 +72,26 @@ class HttpError(Exception):
 def error_response(error: HttpError) -> JSONResponse:
     body = {"error": {"code": error.http_status, "status": error.code.name, "message": error.message}}
     return JSONResponse(body, status_code=error.http_status)
+
+
+def bad(message: str) -> HttpError:
+    return HttpError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def peer_of(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else ""
+
+
+def internal_error(method: str, request: Request) -> HttpError:
+    """The INTERNAL error of the exception being handled, its traceback logged (call it in ``except``)."""
+    logger.exception("request failed", extra={"fields": {"method": method, "peer": peer_of(request)}})
+    return HttpError(grpc.StatusCode.INTERNAL, "internal error: the server logged it")
+
+
+def bearer(request: Request) -> str:
+    """The token of the request's ``Authorization: Bearer`` header; empty without one."""
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
 
 class Door:
@@ -67,52 +109,61 @@ class Door:
         self.unavailable = unavailable
         self.metrics = metrics
 
-    def check(self, request: Request, api_key: str = "") -> None:
-        """Refuse a call while the server is unavailable, or without an accepted token (an
-        ``Authorization: Bearer`` header, or ``api_key`` where LibreTranslate sends it)."""
+    def check_available(self) -> None:
+        """Refuse a call while the server is unavailable (starting, shutting down)."""
         reason = self.unavailable()
         if reason:
             raise HttpError(grpc.StatusCode.UNAVAILABLE, reason)
+
+    def check(self, request: Request, api_key: str = "") -> None:
+        """Refuse a call while the server is unavailable, or without an accepted token (an
+        ``Authorization: Bearer`` header, or ``api_key`` where LibreTranslate sends it)."""
+        self.check_available()
         if not self.tokens:
             return
-        header = request.headers.get("authorization", "")
-        given = header[7:].strip() if header[:7].lower() == "bearer " else api_key
+        given = bearer(request) or api_key
         if not any(hmac.compare_digest(given.encode(), token) for token in self.tokens):
             raise HttpError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this server needs 'Authorization: Bearer <token>' with a valid token",
             )
 
-    async def body(self, request: Request) -> dict[str, Any]:
-        """A JSON object or a form (``application/x-www-form-urlencoded``, ``multipart/form-data``)
-        body, at most ``max_body_bytes``; anything else is INVALID_ARGUMENT (413 when too large)."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise too_large(int(declared), self.max_body_bytes)
-        data = b""
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > self.max_body_bytes:
-                raise too_large(len(data), self.max_body_bytes)
+    async def body(self, request: Request, limit: int | None = None) -> dict[str, Any]:
+        """A JSON object or a form body (see the module docstring) of at most ``limit`` bytes
+        (``max_body_bytes`` unless told), fields given more than once as lists; anything else is
+        INVALID_ARGUMENT (415 for another content type, 413 when too large)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            request._body = data  # Starlette parses the form from the body it has read
-            form = await request.form()
-            return {
-                key: form.getlist(key) if len(form.getlist(key)) > 1 else value for key, value in form.items()
-            }
-        try:
-            value = json.loads(data or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HttpError(grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise HttpError(grpc.StatusCode.INVALID_ARGUMENT, "the body must be a JSON object")
-        return value
+        if kind not in (FORM, MULTIPART, "application/json") and not kind.endswith("+json"):
+            raise HttpError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the body must be JSON (Content-Type: application/json) or a form ({FORM} or {MULTIPART}), "
+                f"not {kind or 'of no type'}",
+                http_status=415,
+            )
+        data = await self.read(request, limit or self.max_body_bytes)
+        if kind == FORM:
+            return form_fields(data)
+        if kind == MULTIPART:
+            return await multipart_fields(request, data)
+        return json_object(data)
+
+    async def read(self, request: Request, limit: int) -> bytes:
+        """The request's body; 413 (before reading, if it says so) when over ``limit`` bytes."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large(int(declared), limit)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise too_large(size, limit)
+        return b"".join(chunks)
 
     async def run(self, request: Request, method: str, call: Awaitable[T]) -> T:
         """Await ``call``, cancelling it if the client goes away first; its errors become
-        :class:`HttpError` (their status in the service's table; anything else INTERNAL), and the call
-        is counted, timed and logged like a gRPC request."""
+        :class:`HttpError` (their status in the service's table; anything else INTERNAL, logged), and
+        the call is counted, timed and logged like a gRPC request."""
         start, code = time.perf_counter(), grpc.StatusCode.OK
         work = asyncio.ensure_future(call)
         gone = asyncio.ensure_future(disconnected(request))
@@ -129,12 +180,82 @@ class Door:
             except Exception as exc:
                 known = status_of(exc)
                 code = known or grpc.StatusCode.INTERNAL
-                message = str(exc) if known else "internal error: the server logged it"
-                raise HttpError(code, message) from exc
+                if known is None:
+                    raise internal_error(method, request) from exc
+                raise HttpError(code, str(exc)) from exc
         finally:
             await settle({work, gone})
-            peer = f"{request.client.host}:{request.client.port}" if request.client else ""
-            self.metrics.record(method, code.name, time.perf_counter() - start, peer=peer)
+            self.metrics.record(method, code.name, time.perf_counter() - start, peer=peer_of(request))
+
+
+def fields(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """The fields of a form: a value, or a list of them for a field given more than once."""
+    grouped: dict[str, list[Any]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    return {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
+
+
+def form_fields(data: bytes) -> dict[str, Any]:
+    """An ``application/x-www-form-urlencoded`` body: UTF-8, its bytes as they are or %-escaped."""
+    try:
+        text = data.decode("utf-8")
+        return fields(
+            urllib.parse.parse_qsl(
+                text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS
+            )
+        )
+    except ValueError as exc:  # not UTF-8 (UnicodeDecodeError is a ValueError), or too many fields
+        raise bad(f"the body is not a valid form: {exc}") from None
+
+
+async def multipart_fields(request: Request, data: bytes) -> dict[str, Any]:
+    """A ``multipart/form-data`` body of text fields (its charset, UTF-8 unless it says; no files)."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield data
+
+    parser = MultiPartParser(
+        request.headers, stream(), max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=len(data)
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise bad(f"the body is not a valid form: {exc.message}") from None
+    return fields(form.multi_items())
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """A JSON object body (an empty body is ``{}``) whose strings are all text."""
+    try:
+        value = json.loads(data or b"{}")
+    except RecursionError:
+        raise bad("the body is not valid JSON: it nests too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad(f"the body is not valid JSON: {exc}") from None
+    except ValueError:  # an integer of too many digits for int()
+        limit = sys.get_int_max_str_digits()
+        raise bad(f"the body has a number of more than {limit} digits") from None
+    if not isinstance(value, dict):
+        raise bad("the body must be a JSON object")
+    if ESCAPED_SURROGATE.search(data) and has_surrogate(value):
+        raise bad("a string of the body has a lone surrogate (an escape \\ud800 to \\udfff not in a pair)")
+    return value
+
+
+def has_surrogate(value: Any) -> bool:
+    """Whether a string in a parsed JSON value has a lone surrogate (iteratively: JSON nests deep)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and SURROGATE.search(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 async def disconnected(request: Request) -> None:
@@ -153,13 +274,17 @@ def too_large(size: int, limit: int) -> HttpError:
 
 def handle_errors(
     endpoint: Callable[[Request], Awaitable[Response]],
+    render: Callable[[HttpError], Response] = error_response,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """An endpoint whose :class:`HttpError` becomes the ``/v1`` JSON error."""
+    """An endpoint whose :class:`HttpError` becomes a response by ``render`` (the ``/v1`` JSON error
+    unless told), and any other exception INTERNAL, logged with its traceback."""
 
     async def wrapped(request: Request) -> Response:
         try:
             return await endpoint(request)
         except HttpError as exc:
-            return error_response(exc)
+            return render(exc)
+        except Exception:
+            return render(internal_error(f"HTTP {request.url.path}", request))
 
     return wrapped

@@ -9,13 +9,25 @@
 
 ``source`` and ``target`` choose the served model with those languages (its latest version). Texts are
 translated sentence by sentence, keeping their layout, through the same batcher as every other call.
+``alternatives`` is a whole number from 0 to the largest beam less one (digits in a form; empty is 0).
+Language detection reads the start of the text only (:mod:`rnnmt.serving.http.detect`).
 Errors are ``{"error": "..."}`` with LibreTranslate's codes: 400 for a bad request, 403 for a missing or
 wrong ``api_key`` (checked only when the server has tokens), 429 when busy, 500 otherwise.
+
+**The token before the body.** On a server with tokens, ``/translate`` and ``/detect`` check the token
+before reading the body when it comes first: in an ``Authorization: Bearer`` header (as on every other
+endpoint) or an ``api_key`` query parameter. LibreTranslate's clients send ``api_key`` in the body,
+though, where it can only be checked once the body is read and parsed; so that a caller without a token
+cannot have the server read and parse bodies of up to ``--max-message-bytes``, such a body may have at
+most :data:`TOKENLESS_BODY_BYTES` (64 KiB, tens of thousands of characters of text): a longer one is
+refused with 403 as soon as the door knows (from ``Content-Length``, or while reading it), never parsed.
+Larger bodies need the token in the header or the query. Without tokens, or with a token given first,
+the limit is ``--max-message-bytes`` as everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import re
 from typing import Any
 
 import grpc
@@ -23,11 +35,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rnnmt.serving.http.calls import Door, HttpError
+from rnnmt.serving.core.options import MAX_BEAM_SIZE
+from rnnmt.serving.http.calls import Door, HttpError, bad, bearer, handle_errors
 from rnnmt.serving.http.detect import LanguageDetector
-from rnnmt.serving.server.model_repository import ServedModel
+from rnnmt.serving.server.model_repository import ServedModel, shorten
 from rnnmt.serving.server.service import TranslatorService
 from rnnmt.v1 import translator_pb2 as pb
+
+TOKENLESS_BODY_BYTES = 64 * 1024
+"""The largest body read, on a server with tokens, from a caller that gave no token before it (see the
+module docstring)."""
+
+MAX_ALTERNATIVES = MAX_BEAM_SIZE - 1
 
 NAMES = {
     "ar": "Arabic", "ca": "Catalan", "de": "German", "el": "Greek", "en": "English", "es": "Spanish",
@@ -42,25 +61,6 @@ def lt_error(error: HttpError) -> JSONResponse:
     return JSONResponse({"error": error.message}, status_code=status)
 
 
-Endpoint = Callable[["LibreTranslate", Request], Awaitable[Response]]
-
-
-def lt_endpoint(endpoint: Endpoint) -> Endpoint:
-    """An endpoint whose :class:`HttpError` becomes LibreTranslate's error body."""
-
-    async def wrapped(self: LibreTranslate, request: Request) -> Response:
-        try:
-            return await endpoint(self, request)
-        except HttpError as exc:
-            return lt_error(exc)
-
-    return wrapped
-
-
-def bad(message: str) -> HttpError:
-    return HttpError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
 def served_pairs(service: TranslatorService) -> dict[tuple[str, str], ServedModel]:
     """(source, target) → the latest served version of the first model (by name) for that pair."""
     pairs: dict[tuple[str, str], ServedModel] = {}
@@ -73,22 +73,39 @@ def served_pairs(service: TranslatorService) -> dict[tuple[str, str], ServedMode
 
 def parse_translate(body: dict[str, Any]) -> tuple[list[str], bool, str, str, int]:
     """(texts, whether q was a list, source, target, alternatives) of a /translate body."""
-    q, source, target = body.get("q"), str(body.get("source", "")), str(body.get("target", ""))
+    q = body.get("q")
     if q is None:
         raise bad("Invalid request: missing q parameter")
     texts = [q] if isinstance(q, str) else q
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise bad("Invalid request: q must be a string or a list of strings")
+    source, target = string_field(body, "source"), string_field(body, "target")
     for name, value in (("source", source), ("target", target)):
         if not value:
             raise bad(f"Invalid request: missing {name} parameter")
-    if str(body.get("format", "text")) != "text":
-        raise bad(f"Invalid request: format {body.get('format')!r} is not supported; use text")
-    try:
-        alternatives = int(body.get("alternatives", 0) or 0)
-    except (TypeError, ValueError):
-        raise bad("Invalid request: alternatives must be a whole number") from None
-    return texts, not isinstance(q, str), source, target, alternatives
+    kind = string_field(body, "format", "text")
+    if kind != "text":
+        raise bad(f"Invalid request: format {shorten(kind)!r} is not supported; use text")
+    return texts, not isinstance(q, str), source, target, parse_alternatives(body.get("alternatives"))
+
+
+def string_field(body: dict[str, Any], name: str, default: str = "") -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str):
+        raise bad(f"Invalid request: {name} must be a string")
+    return value
+
+
+def parse_alternatives(value: Any) -> int:
+    """``alternatives``: absent or empty (0), a whole number (not a bool), or its digits (in forms)."""
+    if value is None or value == "":
+        return 0
+    digits = isinstance(value, str) and re.fullmatch(r"[0-9]{1,4}", value)
+    if digits or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ALTERNATIVES:
+        raise bad(f"Invalid request: alternatives must be a whole number from 0 to {MAX_ALTERNATIVES}")
+    return value
 
 
 class LibreTranslate:
@@ -100,20 +117,39 @@ class LibreTranslate:
     def model(self, source: str, target: str) -> ServedModel:
         pairs = served_pairs(self.service)
         if not any(s == source for s, _ in pairs):
-            raise bad(f"{source} is not supported")
+            raise bad(f"{shorten(source)} is not supported")
         model = pairs.get((source, target))
         if model is None:
-            raise bad(f"{target} is not supported")
+            raise bad(f"{shorten(target)} is not supported")
         return model
 
-    @lt_endpoint
-    async def translate(self, request: Request) -> Response:
-        body = await self.door.body(request)
+    async def body(self, request: Request) -> dict[str, Any]:
+        """The body of a call whose token may be in it, as ``api_key``, once the token is accepted (see
+        the module docstring)."""
+        given = request.query_params.get("api_key", "")
+        if not self.door.tokens or bearer(request) or given:
+            self.door.check(request, given)
+            return await self.door.body(request)
+        self.door.check_available()
+        try:
+            body = await self.door.body(request, TOKENLESS_BODY_BYTES)
+        except HttpError as exc:
+            if exc.http_status != 413:
+                raise
+            raise HttpError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"bodies over {TOKENLESS_BODY_BYTES} bytes need the token first: in 'Authorization: "
+                "Bearer <token>' or the api_key query parameter",
+            ) from None
         self.door.check(request, str(body.get("api_key", "")))
+        return body
+
+    async def translate(self, request: Request) -> Response:
+        body = await self.body(request)
         texts, many, source, target, alternatives = parse_translate(body)
         detected = None
         if source == "auto":
-            language, confidence = self.detector.detect(" ".join(texts))
+            language, confidence = await self.detector.detect(texts)
             detected, source = {"confidence": confidence, "language": language}, language
         model = self.model(source, target)
         message = pb.TranslateRequest(texts=texts, model=model.name, model_version=model.version)
@@ -132,7 +168,6 @@ class LibreTranslate:
             out["detectedLanguage"] = detected
         return JSONResponse(out)
 
-    @lt_endpoint
     async def languages(self, request: Request) -> Response:
         self.door.check(request, request.query_params.get("api_key", ""))
         targets: dict[str, list[str]] = {}
@@ -145,21 +180,19 @@ class LibreTranslate:
             ]
         )
 
-    @lt_endpoint
     async def detect(self, request: Request) -> Response:
-        body = await self.door.body(request)
-        self.door.check(request, str(body.get("api_key", "")))
+        body = await self.body(request)
         q = body.get("q")
         if not isinstance(q, str) or not q.strip():
             raise bad("Invalid request: missing q parameter")
-        language, confidence = self.detector.detect(q)
+        language, confidence = await self.detector.detect([q])
         return JSONResponse([{"confidence": confidence, "language": language}])
 
 
 def routes(service: TranslatorService, door: Door, detector: LanguageDetector) -> list[Route]:
     api = LibreTranslate(service, door, detector)
     return [
-        Route("/translate", api.translate, methods=["POST"]),
-        Route("/languages", api.languages, methods=["GET"]),
-        Route("/detect", api.detect, methods=["POST"]),
+        Route("/translate", handle_errors(api.translate, lt_error), methods=["POST"]),
+        Route("/languages", handle_errors(api.languages, lt_error), methods=["GET"]),
+        Route("/detect", handle_errors(api.detect, lt_error), methods=["POST"]),
     ]

@@ -272,14 +272,14 @@ class TranslationServer:
         c = self.config
         if c.http_port is None:
             return
-        from rnnmt.serving.http.api import http_app  # starlette and uvicorn only when asked for
+        # starlette and uvicorn only when asked for
+        from rnnmt.serving.http.api import allowed_hosts, http_app
         from rnnmt.serving.http.calls import Door
         from rnnmt.serving.http.server import HttpServer
 
         door = Door(tokens, c.max_message_bytes, lambda: self._unavailable, self.metrics)
-        self._http = HttpServer(
-            http_app(self.service, door), c.host, c.http_port, c.grace_seconds, c.tls_cert, c.tls_key
-        )
+        app = http_app(self.service, door, allowed_hosts(c.host, c.http_allowed_hosts))
+        self._http = HttpServer(app, c.host, c.http_port, c.grace_seconds, c.tls_cert, c.tls_key)
         self.http_port = await self._http.start()
 
     def _serve_metrics(self) -> None:

@@ -229,11 +229,7 @@ class Batcher:
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the server is shutting down")
-            if self._queued + len(sources) > self.max_queued:
-                raise QueueFull(
-                    f"the server is busy: {self._queued} sentences are queued, {len(sources)} more would "
-                    f"exceed its limit of {self.max_queued}; retry later"
-                )
+            self.check_room(len(sources))
             job = Job(model, options, sources, deadline, next(self._order), time.monotonic())
             self._groups.setdefault((model, options), {})[job] = shortest_first
             self._queued += len(sources)
@@ -241,6 +237,15 @@ class Batcher:
             self._cond.notify()  # one idle worker; it wakes another if it leaves work behind
         job.future.add_done_callback(lambda future: self.cancel(job) if future.cancelled() else None)
         return job
+
+    def check_room(self, sentences: int) -> None:
+        """:class:`QueueFull` unless the queue has room for ``sentences`` more now (as :meth:`submit` checks)."""
+        with self._cond:
+            if self._queued + sentences > self.max_queued:
+                raise QueueFull(
+                    f"the server is busy: {self._queued} sentences are queued, {sentences} more would "
+                    f"exceed its limit of {self.max_queued}; retry later"
+                )
 
     def cancel(self, job: Job, reason: str = "cancelled") -> None:
         """Forget a job: its queued sentences are dropped (counted for ``reason``), those being searched

@@ -51,6 +51,10 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     http_port: int | None = None
+    http_allowed_hosts: str = ""
+    http_max_connections: int = 1000
+    http_idle_seconds: int = 5
+    http_read_seconds: float = 30.0
 
     @property
     def worker_count(self) -> int:
@@ -63,6 +67,13 @@ class ServerConfig:
             (0 <= self.port <= 65535, "--port must be 0 (any free port) to 65535"),
             (_port_or_off(self.metrics_port), "--metrics-port must be 0 (any free port) to 65535"),
             (_port_or_off(self.http_port), "--http-port must be 0 (any free port) to 65535"),
+            (self.http_max_connections >= 1, "--http-max-connections must be at least 1"),
+            (self.http_idle_seconds >= 1, "--http-idle-seconds must be at least 1"),
+            (self.http_read_seconds > 0, "--http-read-seconds must be above 0"),
+            (
+                all(_host_pattern(name.strip()) for name in self.http_allowed_hosts.split(",")),
+                "--http-allowed-hosts must be host names, * or wildcards like *.example.com, comma-separated",
+            ),
             (self.workers >= 0, "--workers must be 0 (one per core) or more"),
             (self.engine_threads >= 0, "--engine-threads must be 0 (onnxruntime's default) or more"),
             (self.batching in ("on", "off"), "--batching must be on or off"),
@@ -123,7 +134,7 @@ _HELP = {
     "max_batch_rows": "rows (sentences × beam size) per engine batch",
     "max_queue_delay_ms": "longest a sentence waits for its batch to fill before it is translated anyway",
     "max_queued_sentences": "sentences waiting for a worker; a request that does not fit is refused "
-    "with RESOURCE_EXHAUSTED",
+    "with RESOURCE_EXHAUSTED (INVALID_ARGUMENT if it has more sentences than the whole queue)",
     "max_texts_per_request": "texts in one TranslateRequest",
     "max_message_bytes": "largest gRPC message received or sent",
     "max_concurrent_rpcs": "calls in progress at once; more are refused with RESOURCE_EXHAUSTED",
@@ -142,11 +153,25 @@ _HELP = {
     "http_port": "also serve the HTTP/JSON API, LibreTranslate's API and a page to try it on this port, on "
     "--host with the same models, batcher, limits, token and TLS (0 = any free port, printed at startup; "
     "unset or 'off' = off)",
+    "http_allowed_hosts": "Host headers the HTTP door answers, comma-separated (a port aside; *.example.com "
+    "wildcards; * = any); empty = localhost, 127.0.0.1, [::1] and --host when --host is a loopback "
+    "address, else any (refusing other names keeps web pages from reaching the door by DNS rebinding)",
+    "http_max_connections": "connections open at once on the HTTP door, and on the metrics port; a new one "
+    "beyond is closed at once (logged at most once a minute)",
+    "http_idle_seconds": "close an HTTP or metrics connection that sends nothing for this long, before its "
+    "first request or between requests",
+    "http_read_seconds": "longest an HTTP or metrics client may take to send a request's headers (from its "
+    "first byte; a TLS handshake too), then its body; longer is answered 408 and the connection closed",
 }
 
 
 def _port_or_off(port: int | None) -> bool:
     return port is None or 0 <= port <= 65535
+
+
+def _host_pattern(name: str) -> bool:
+    """Whether ``name`` is empty, ``*`` or a name with at most a leading ``*.`` (Starlette's patterns)."""
+    return name in ("", "*") or "*" not in name.removeprefix("*.")
 
 
 def _optional_port(text: str) -> int | None:

@@ -32,9 +32,20 @@ logger = logging.getLogger(__name__)
 
 WARM_UP_TEXT = "warm up"
 
+MAX_NAME_CHARS = 256
+"""The longest model name or version a request may give (a longer one is refused without being shown)."""
+
+SHOWN_NAME_CHARS = 64
+"""The most of a name that requests gave that an error message or a log line shows."""
+
 
 class UnknownModel(RnnmtError):
     """A request named a model (or version) the server does not serve."""
+
+
+def shorten(name: str) -> str:
+    """A name that a request gave, cut to :data:`SHOWN_NAME_CHARS` (and "…") for messages and logs."""
+    return name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS] + "…"
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,7 +192,9 @@ class ModelRepository:
         models = self.models
         versions = models.get(name or self.default)
         if versions is None:
-            raise UnknownModel(f"model {name!r} is not served here; the models are: {', '.join(models)}")
+            raise UnknownModel(
+                f"model {shorten(name)!r} is not served here; the models are: {', '.join(models)}"
+            )
         if not version:
             return list(versions.values())[-1]
         try:
@@ -189,7 +202,7 @@ class ModelRepository:
         except KeyError:
             shown = ", ".join(v or '"" (unversioned)' for v in versions)
             raise UnknownModel(
-                f"model {name or self.default!r} has no version {version!r} served; its versions: {shown}"
+                f"model {name or self.default!r} has no version {shorten(version)!r} served; its versions: {shown}"
             ) from None
 
     def reload(self) -> ReloadReport:

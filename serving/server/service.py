@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -21,7 +24,13 @@ from rnnmt.serving.core.translator import TextHypothesis, Translator, check_spli
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from rnnmt.serving.server.metrics import Metrics
-from rnnmt.serving.server.model_repository import ModelRepository, ServedModel, UnknownModel
+from rnnmt.serving.server.model_repository import (
+    MAX_NAME_CHARS,
+    ModelRepository,
+    ServedModel,
+    UnknownModel,
+    shorten,
+)
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -32,7 +41,22 @@ STREAM_WINDOW = 16
 """Requests of one TranslateStream translated at once; the stream is not read further meanwhile."""
 
 INLINE_TOKENIZE_CHARS = 1 << 16
-"""Requests with more characters are tokenized on a thread, so the event loop keeps serving others."""
+"""Requests with more characters are tokenized on a thread (:data:`PREPARING`), so the event loop keeps
+serving others."""
+
+PREPARING = 2
+"""Requests over :data:`INLINE_TOKENIZE_CHARS` tokenized at once, each on a thread of the service's. One
+holds its texts cut into sentences and pieces meanwhile (some 30 times the text's size), so further big
+requests wait their turn (cutting sentences is Python, holding the GIL: more threads would not end the
+work much sooner)."""
+
+WORDS = re.compile(r"\w[^\n]*")
+"""From a word character to the end of its line. A word character always tokenizes to a piece, so a text,
+or a line of a text cut into sentences, with one gives at least one source to translate."""
+
+GLANCE_CHARS = 256
+"""Characters of each text of a big request read on the event loop for a first, quick lower bound of its
+sources, before it waits for a thread (:data:`PREPARING`) to be counted in full and tokenized."""
 
 DEADLINE_SLACK = 0.05
 """A call that gRPC cancels this close to its deadline (seconds) was ended by the deadline: the server's
@@ -92,11 +116,13 @@ async def settle(tasks: set[asyncio.Future[Any]]) -> None:
         raise asyncio.CancelledError
 
 
-def prepare(
-    translator: Translator, texts: Sequence[str], split: bool
-) -> tuple[list[list[int]], list[Segmented] | None]:
-    """The checked sources of ``texts``, one per text or, with ``split``, one per sentence."""
-    return translator.prepare_split(texts) if split else (translator.prepare(texts), None)
+def fewest_sources(texts: Sequence[str], split: bool, chars: int = sys.maxsize) -> int:
+    """A lower bound of the sources to translate that ``texts`` give, one per text or, with ``split``,
+    one per sentence (a line is one sentence or more), counted without tokenizing them (:data:`WORDS`),
+    from the first ``chars`` characters of each text."""
+    if split:
+        return sum(1 for text in texts for _ in WORDS.finditer(text, 0, chars))
+    return sum(1 for text in texts if WORDS.search(text, 0, chars))
 
 
 class TranslatorService(pb_grpc.TranslatorServicer):
@@ -108,6 +134,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
     def __init__(self, metrics: Metrics, max_texts_per_request: int) -> None:
         self.metrics = metrics
         self.max_texts_per_request = max_texts_per_request
+        self._preparing = ThreadPoolExecutor(PREPARING, thread_name_prefix="rnnmt-prepare")
 
     def attach(self, repository: ModelRepository, batcher: Batcher) -> None:
         """Start serving these models (calls are refused by the server until then)."""
@@ -219,7 +246,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 method,
                 code.name,
                 time.perf_counter() - start,
-                model=getattr(request, "model", "") or self.repository.default,
+                model=shorten(getattr(request, "model", "") or self.repository.default),
                 texts=len(getattr(request, "texts", ())),
                 peer=peer,
             )
@@ -232,7 +259,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         repository = self.repository
         models = repository.models
         if request.model:
-            name = repository.get(request.model).name
+            name = self._model(request.model).name
             models = {name: models.get(name, {})}
         return protocol.model_info(models, repository.default, self.max_texts_per_request)
 
@@ -242,9 +269,10 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         return await self.translate(request, context.time_remaining())
 
     async def translate(self, request: pb.TranslateRequest, timeout: float | None) -> pb.TranslateResponse:
-        """Check the request once (model, size, options, sources), then translate its non-empty texts
-        within ``timeout`` seconds (None: no deadline). Its errors are those of :data:`STATUS`."""
-        model = self.repository.get(request.model, request.model_version)
+        """Check the request once (model, size, options, room in the queue, sources), then translate its
+        non-empty texts within ``timeout`` seconds (None: no deadline). Its errors are those of
+        :data:`STATUS`."""
+        model = self._model(request.model, request.model_version)
         translator, texts, limit = model.translator, request.texts, self.max_texts_per_request
         if len(texts) > limit:
             raise InvalidRequest(f"texts has {len(texts)} entries; at most {limit} per request")
@@ -255,15 +283,15 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 check_split(options)
         except RnnmtError as exc:
             raise InvalidRequest(f"options.{exc}") from None
-        try:
-            if sum(len(text) for text in texts) > INLINE_TOKENIZE_CHARS:
-                units = await asyncio.to_thread(prepare, translator, texts, request.split_sentences)
-            else:
-                units = prepare(translator, texts, request.split_sentences)
-        except RnnmtError as exc:
-            raise InvalidRequest(str(exc)) from None
-        sources, segmented = units
+        if sum(len(text) for text in texts) > INLINE_TOKENIZE_CHARS:
+            self._check_room(fewest_sources(texts, request.split_sentences, GLANCE_CHARS))  # at once
+            work = self._preparing.submit(self._prepare, translator, texts, request.split_sentences)
+            # a cancelled call cancels the work, unless it has started
+            sources, segmented = await asyncio.wrap_future(work)
+        else:
+            sources, segmented = self._prepare(translator, texts, request.split_sentences)
         todo = [i for i, ids in enumerate(sources) if ids]  # an empty text translates to ""
+        self._check_room(len(todo))
         results = [[TextHypothesis("", 0.0)] for _ in sources]
         if todo:
             found = await self._run(model, [sources[i] for i in todo], options, timeout)
@@ -272,6 +300,36 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         if segmented is not None:
             results = join_translations(segmented, results)
         return protocol.translate_response(model, results)
+
+    def _model(self, name: str, version: str = "") -> ServedModel:
+        """The served model a request names; a name is refused unread past :data:`MAX_NAME_CHARS`."""
+        for field, value in (("model", name), ("model_version", version)):
+            if len(value) > MAX_NAME_CHARS:
+                raise InvalidRequest(f"{field} is {len(value)} characters long; at most {MAX_NAME_CHARS}")
+        return self.repository.get(name, version)
+
+    def _prepare(
+        self, translator: Translator, texts: Sequence[str], split: bool
+    ) -> tuple[list[list[int]], list[Segmented] | None]:
+        """The checked sources of ``texts``, one per text or, with ``split``, one per sentence, once the
+        queue has room for a lower bound of them (:func:`fewest_sources`): a request that cannot be
+        queued is refused before it is cut and tokenized."""
+        self._check_room(fewest_sources(texts, split))
+        try:
+            return translator.prepare_split(texts) if split else (translator.prepare(texts), None)
+        except RnnmtError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    def _check_room(self, sources: int) -> None:
+        """Refuse ``sources`` to translate (a lower bound of them, or all) that the queue can never hold
+        (INVALID_ARGUMENT: retrying would not help) or has no room for now (RESOURCE_EXHAUSTED)."""
+        limit = self.batcher.max_queued
+        if sources > limit:
+            raise InvalidRequest(
+                f"the request has at least {sources} sentences to translate, more than the server's queue "
+                f"can ever hold ({limit}); send them in smaller requests"
+            )
+        self.batcher.check_room(sources)
 
     async def _run(
         self, model: ServedModel, sources: list[list[int]], options: SearchOptions, timeout: float | None
