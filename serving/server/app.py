@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import signal
 import ssl
 from typing import TYPE_CHECKING
@@ -37,11 +38,19 @@ from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.interceptors import (
     AvailabilityInterceptor,
     BearerTokenInterceptor,
+    ConcurrencyLimitInterceptor,
     MalformedRequestInterceptor,
     read_tokens,
 )
 from rnnmt.serving.server.metrics import Metrics, log_json_to_stderr, stderr_as_json
-from rnnmt.serving.server.model_repository import LoadSettings, ModelRepository, ReloadReport, VersionPolicy
+from rnnmt.serving.server.model_repository import (
+    LoadSettings,
+    ModelRepository,
+    ReloadReport,
+    VersionPolicy,
+    release_freed_memory,
+    release_when_freed,
+)
 from rnnmt.serving.server.service import SERVICE_NAME, TranslatorService
 
 if TYPE_CHECKING:
@@ -69,6 +78,7 @@ class TranslationServer:
         self._batcher: Batcher | None = None
         self._repository: ModelRepository | None = None
         self._http: HttpServer | None = None
+        self._metrics_http: HttpServer | None = None
         self.http_port = 0  # the ports bound, once started (0: that door is off)
         self.metrics_port = 0
         self._reloading = asyncio.Lock()
@@ -81,6 +91,8 @@ class TranslationServer:
         package is unusable.
         """
         c = self.config
+        _, most = resource.getrlimit(resource.RLIMIT_NOFILE)  # the doors cap their connections themselves
+        resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
         tokens = read_tokens(c.auth_token, c.auth_token_file)
         admin_tokens = read_tokens(c.admin_token, c.admin_token_file, "--admin-token-file")
         credentials = self._credentials()
@@ -94,13 +106,13 @@ class TranslationServer:
         self._server = server
         try:
             await self._serve_http(tokens)
-            self._serve_metrics()
+            await self._serve_metrics()
             repository = await self._load_models()
         except BaseException:
             await server.stop(None)
-            if self._http is not None:
-                await self._http.stop()
-            self.metrics.close()
+            for door in (self._http, self._metrics_http):
+                if door is not None:
+                    await door.stop()
             raise
         self._start_batcher(repository)
         self._repository = repository
@@ -130,7 +142,13 @@ class TranslationServer:
         return self.port
 
     async def reload(self) -> ReloadReport:
-        """Reload the model repository (one reload at a time), record it in the metrics and the log."""
+        """Reload the model repository (one reload at a time), record it in the metrics and the log.
+
+        Memory freed goes back to the operating system: what the loads freed at once, and each unloaded
+        model's when it is freed (:func:`~rnnmt.serving.server.model_repository.release_when_freed`), once
+        the report and the last call on it let go of it. The batcher's finished jobs hold their model in
+        reference cycles, which only the cycle collector frees, and an idle server may not run it for
+        long: it is run here, so that the unloaded models are freed with the report."""
         assert self._repository is not None, "reload before start"
         repository = self._repository
         async with self._reloading:
@@ -152,6 +170,11 @@ class TranslationServer:
                 }
             },
         )
+        if report.unloaded:
+            gc.collect()
+        await asyncio.to_thread(release_freed_memory)
+        for model in report.unloaded:
+            release_when_freed(model.translator, asyncio.get_running_loop())
         return report
 
     async def _poll(self, seconds: float) -> None:
@@ -163,7 +186,8 @@ class TranslationServer:
                 logger.exception("reload failed")
 
     async def stop(self) -> None:
-        """Graceful shutdown: NOT_SERVING, refuse new calls, let calls in flight finish (``grace_seconds``)."""
+        """Graceful shutdown: NOT_SERVING, refuse new calls, let calls in flight finish (``grace_seconds``;
+        then gRPC cancels those left, and HTTP answers them 503), stop the batcher, and the metrics last."""
         self._unavailable = "the server is shutting down"
         if self._poller is not None:
             self._poller.cancel()
@@ -175,7 +199,8 @@ class TranslationServer:
         )
         if self._batcher is not None:
             await asyncio.to_thread(self._batcher.close)
-        self.metrics.close()
+        if self._metrics_http is not None:
+            await self._metrics_http.stop()
 
     # -- start-up steps ---------------------------------------------------------------------------------
 
@@ -213,10 +238,13 @@ class TranslationServer:
         return grpc.ssl_server_credentials([pair], client_ca, require_client_auth=client_ca is not None)
 
     def _grpc_server(self, tokens: list[str], admin_tokens: list[str]) -> grpc.aio.Server:
-        """The gRPC server with its interceptors (bearer tokens if any, availability, malformed requests)
-        and services: the translator, health, reflection and, with admin tokens, the admin service."""
+        """The gRPC server with its interceptors (bearer tokens if any, the concurrency limit, availability,
+        malformed requests) and services: the translator, health, reflection and, with admin tokens, the
+        admin service."""
         c = self.config
+        limit = ConcurrencyLimitInterceptor(c.max_concurrent_rpcs, self.metrics)
         interceptors: list[grpc.aio.ServerInterceptor] = [
+            limit,
             AvailabilityInterceptor(lambda: self._unavailable, self.metrics),
             MalformedRequestInterceptor(self.metrics),
         ]
@@ -241,7 +269,7 @@ class TranslationServer:
                 ("grpc.max_send_message_length", c.max_message_bytes),
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
             ],
-            maximum_concurrent_rpcs=c.max_concurrent_rpcs,
+            maximum_concurrent_rpcs=limit.grpc_limit,
         )
         pb_grpc.add_TranslatorServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -275,24 +303,40 @@ class TranslationServer:
         # starlette and uvicorn only when asked for
         from rnnmt.serving.http.api import allowed_hosts, http_app
         from rnnmt.serving.http.calls import Door
+        from rnnmt.serving.http.protocol import Limits
         from rnnmt.serving.http.server import HttpServer
 
         door = Door(tokens, c.max_message_bytes, lambda: self._unavailable, self.metrics)
         app = http_app(self.service, door, allowed_hosts(c.host, c.http_allowed_hosts))
-        self._http = HttpServer(app, c.host, c.http_port, c.grace_seconds, c.tls_cert, c.tls_key)
+        self._http = HttpServer(
+            "HTTP",
+            app,
+            c.host,
+            c.http_port,
+            c.grace_seconds,
+            Limits.of(c),
+            c.tls_cert,
+            c.tls_key,
+            c.tls_client_ca,
+        )
         self.http_port = await self._http.start()
 
-    def _serve_metrics(self) -> None:
-        """Serve the Prometheus metrics over HTTP, if ``metrics_port`` is set."""
+    async def _serve_metrics(self) -> None:
+        """Serve the Prometheus metrics over HTTP, if ``metrics_port`` is set: on the event loop, within
+        the limits of the HTTP door."""
         c = self.config
         if c.metrics_port is None:
             return
-        try:
-            self.metrics_port = self.metrics.serve(c.metrics_host, c.metrics_port)
-        except OSError as exc:
-            raise RnnmtError(
-                f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: {exc.strerror}"
-            ) from exc
+        from prometheus_client import make_asgi_app
+
+        from rnnmt.serving.http.protocol import Limits
+        from rnnmt.serving.http.server import HttpServer
+
+        app = make_asgi_app(self.metrics.registry)
+        self._metrics_http = HttpServer(
+            "metrics", app, c.metrics_host, c.metrics_port, c.grace_seconds, Limits.of(c)
+        )
+        self.metrics_port = await self._metrics_http.start()
 
     async def _load_models(self) -> ModelRepository:
         """Find, verify, load and warm up the models, on a thread (health checks keep being answered)."""

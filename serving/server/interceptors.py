@@ -2,12 +2,15 @@
 
 - :class:`BearerTokenInterceptor`: UNAUTHENTICATED without ``authorization: Bearer <token>`` metadata
   holding an accepted token (compared in constant time).
+- :class:`ConcurrencyLimitInterceptor`: RESOURCE_EXHAUSTED over ``--max-concurrent-rpcs`` calls in progress
+  (a streaming call once its client has sent all its requests, so that the client sees that status).
 - :class:`AvailabilityInterceptor`: UNAVAILABLE while the server is loading its models or shutting down.
 - :class:`MalformedRequestInterceptor`: INVALID_ARGUMENT for a request message that does not parse
   (gRPC itself answers UNKNOWN "Unexpected <class 'google.protobuf.message.DecodeError'>").
 
 The health service is never refused, so load balancers and Kubernetes probes work without credentials
-and see NOT_SERVING rather than an error; neither is server reflection while the server starts or drains.
+and see NOT_SERVING rather than an error, whatever the load; neither is server reflection while the server
+starts or drains.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ REFLECTION_PREFIX = "/grpc.reflection."
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+REFUSALS = 1000
+"""Calls over ``--max-concurrent-rpcs`` that may be in progress at once, being refused by
+:class:`ConcurrencyLimitInterceptor` (a stream until its client has sent its last request; none is
+translated); gRPC itself refuses calls beyond them, at once."""
 MALFORMED = object()
 """What the request deserializer of :class:`MalformedRequestInterceptor` returns for bytes that do not parse."""
 
@@ -118,6 +125,62 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+def as_coroutine(behavior: Any) -> Behavior:
+    """A grpc.aio behavior as a coroutine function: an async-generator one wrapped by :func:`writing`."""
+    return writing(behavior) if inspect.isasyncgenfunction(behavior) else behavior
+
+
+class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls with RESOURCE_EXHAUSTED while ``limit`` calls are in progress (health checks are
+    neither counted nor refused); each refusal is counted and logged.
+
+    gRPC's own limit (``maximum_concurrent_rpcs``) refuses a call at once, before reading its requests.
+    A client still sending requests on a stream then has a write fail as the call ends, and a grpc.aio
+    client reports that as INTERNAL "Internal error from Core" (or CANCELLED, writing from a request
+    iterator) instead of the status sent. So a request-streaming call over the limit is read to its end
+    first (its requests are dropped, none translated), then refused; a unary request is refused at
+    once. gRPC's own limit stays as a backstop, with room for :data:`REFUSALS` refusals in progress
+    (:attr:`grpc_limit`)."""
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        self.limit = limit
+        self.in_progress = 0
+        self._metrics = metrics
+
+    @property
+    def grpc_limit(self) -> int:
+        """The ``maximum_concurrent_rpcs`` to give gRPC: the calls in progress and :data:`REFUSALS`."""
+        return self.limit + REFUSALS
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(HEALTH_PREFIX):
+            return handler
+        name = details.method.rsplit("/", 1)[-1]
+        respond = as_coroutine(getattr(handler, handler_kind(handler)))
+        message = (
+            f"the server has {self.limit} calls in progress, its limit (--max-concurrent-rpcs); retry later"
+        )
+
+        async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self.in_progress >= self.limit:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                self._metrics.record(name, code.name, 0.0, peer=context.peer())
+                if handler.request_streaming:
+                    async for _ in request:  # to the client's last request: its writes all succeed
+                        pass
+                await context.abort(code, message)
+            self.in_progress += 1
+            try:
+                return await respond(request, context)
+            finally:
+                self.in_progress -= 1
+
+        return handler_like(handler, limited)
+
+
 class AvailabilityInterceptor(grpc.aio.ServerInterceptor):
     """Refuses new calls with UNAVAILABLE whenever ``unavailable()`` returns a reason."""
 
@@ -200,8 +263,7 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
         descriptor = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
         message = f"the request is not a valid {descriptor.full_name if descriptor else 'request'} message"
         name = details.method.rsplit("/", 1)[-1]
-        original = getattr(handler, handler_kind(handler))
-        respond = writing(original) if inspect.isasyncgenfunction(original) else original
+        respond = as_coroutine(getattr(handler, handler_kind(handler)))
 
         def deserialize(data: bytes) -> Any:
             try:

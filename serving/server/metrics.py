@@ -3,15 +3,18 @@
 A *request* is a unary call, one message of a TranslateStream, or a call refused before it reached its
 handler (authentication, a malformed message): each one is counted by method and status code, timed,
 and logged as one JSON object per line. Each server has its own registry, so several servers can live in
-one process.
+one process. The server serves them over HTTP on its event loop
+(:class:`~rnnmt.serving.http.server.HttpServer`, the ASGI application of ``prometheus_client``).
 
 `rnnmt serve` writes nothing but JSON lines to stderr: :func:`log_json_to_stderr` sends the log records
 there, and :func:`stderr_as_json` turns whatever else writes to file descriptor 2 (gRPC's C core,
-onnxruntime, Python tracebacks) into log records too.
+onnxruntime, Python tracebacks) into log records too. Messages that clients can make repeat without
+bound (:data:`REPEATED`) are logged once a minute at most, with a count of those left out.
 """
 
 from __future__ import annotations
 
+import collections
 import faulthandler
 import json
 import logging
@@ -22,9 +25,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REQUEST_LOGGER = "rnnmt.serving.requests"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -32,6 +34,18 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CORE_LINE = re.compile(r"([EWIF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ +([^\] ]+)\] ?(.*)")
 """A log line of gRPC's C core (absl): ``E1202 02:50:40.269000   1234 file.cc:56] message``."""
 CORE_LEVELS = {"E": logging.ERROR, "W": logging.WARNING, "I": logging.INFO, "F": logging.CRITICAL}
+REPEATED = {
+    "asyncio": ("socket.accept() out of system resource",),  # once per accept tried, out of descriptors
+    "uvicorn.error": (
+        "Invalid HTTP request received.",
+        "Unsupported upgrade request.",
+        "No supported WebSocket library detected.",
+    ),
+    "rnnmt.serving.http.protocol": ("HTTP connection refused",),
+}
+"""Per logger, the beginnings of the messages that :func:`log_json_to_stderr` rate-limits: those a client
+(or a flood of connections) can make repeat as often as it likes."""
+REPEAT_SECONDS = 60.0
 
 
 class Metrics:
@@ -99,7 +113,6 @@ class Metrics:
             ["model", "version", "content"],
             registry=r,
         )
-        self._http: WSGIServer | None = None
 
     def serving(self, versions: Iterable[tuple[str, str, str]]) -> None:
         """Set the served gauge to these (model, version, content version) triples, and only these."""
@@ -130,18 +143,6 @@ class Metrics:
                 }
             },
         )
-
-    def serve(self, host: str, port: int) -> int:
-        """Expose the metrics at ``http://host:port/metrics`` from a background thread (port 0: any free
-        port); returns the port."""
-        self._http, _ = start_http_server(port, host, registry=self.registry)
-        return int(self._http.server_port)
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
 
 
 class JsonFormatter(logging.Formatter):
@@ -183,14 +184,48 @@ class JsonLineHandler(logging.Handler):
             pass  # the log stream itself is gone: there is nowhere left to report it
 
 
+class RepeatFilter(logging.Filter):
+    """Lets through one record of each of ``messages`` (their beginnings) per ``seconds``; the next one
+    let through after records were left out says how many, in its ``suppressed`` field. Other records
+    pass."""
+
+    def __init__(
+        self, messages: Iterable[str], seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.messages, self.seconds, self.clock = tuple(messages), seconds, clock
+        self._last: dict[str, float] = {}  # message → when one was last let through
+        self._suppressed: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        message = next((m for m in self.messages if text.startswith(m)), None)
+        if message is None:
+            return True
+        now = self.clock()
+        with self._lock:
+            if message in self._last and now - self._last[message] < self.seconds:
+                self._suppressed[message] += 1
+                return False
+            self._last[message] = now
+            suppressed = self._suppressed.pop(message, 0)
+        if suppressed:
+            record.fields = {**getattr(record, "fields", {}), "suppressed": suppressed}
+        return True
+
+
 def log_json_to_stderr(level: int = logging.INFO) -> None:
-    """Send this process's log records, from ``level`` on, to stderr as JSON lines (once per process).
+    """Send this process's log records, from ``level`` on, to stderr as JSON lines, the messages of
+    :data:`REPEATED` once per :data:`REPEAT_SECONDS` at most (once per process).
 
     The handler writes to a duplicate of file descriptor 2, which :func:`stderr_as_json` leaves alone.
     """
     root = logging.getLogger()
     if not any(isinstance(h, JsonLineHandler) for h in root.handlers):
         root.addHandler(JsonLineHandler(os.dup(2)))
+        for name, messages in REPEATED.items():
+            logging.getLogger(name).addFilter(RepeatFilter(messages, REPEAT_SECONDS))
     root.setLevel(level)
 
 

@@ -12,14 +12,20 @@ surfacing as errors later. A *reload* (:meth:`ModelRepository.reload`) looks at 
 a new or changed package is verified, loaded and warmed up on the side, then the whole set of served
 models is replaced at once. When a package of a model fails, every version of that model served
 before keeps serving (a bad new version never replaces a good one), and the failure is reported. A call holds the model it started with, so calls in flight finish on their version;
-a version no longer served is freed when its last call ends.
+a version no longer served is freed when its last call ends, and the memory it held goes back to the
+operating system (:func:`release_when_freed`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
 import hashlib
 import logging
 import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +104,41 @@ def fingerprint(root: Path) -> str:
         stat = path.stat()
         digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None with a C library that has none."""
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return trim
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the memory freed so far back to the operating system (glibc's ``malloc_trim(0)``; nothing
+    with another C library). glibc keeps what a process frees for reuse, and once large blocks were
+    freed it serves blocks of up to 32 MiB from its heaps instead of mapping them apart, so the sessions
+    that reloads free would otherwise stay in the server's resident memory, reload after reload."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
+
+
+def release_when_freed(translator: Translator, loop: asyncio.AbstractEventLoop) -> None:
+    """Run :func:`release_freed_memory` on ``loop`` once ``translator`` is freed, by whichever thread
+    drops it last. (A weakref callback runs before the object's attributes, its sessions, are freed:
+    the release is queued for after.)"""
+
+    def queue_release() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped
+            loop.call_soon_threadsafe(release_freed_memory)
+
+    weakref.finalize(translator, queue_release).atexit = False
 
 
 @dataclass

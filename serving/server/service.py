@@ -337,8 +337,11 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         """Translate sources on the batcher, waiting at most ``timeout`` seconds (None: no deadline)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self.batcher.submit(model, sources, options, deadline)
+        result = asyncio.wrap_future(job.future)
+        # Once this call stops waiting, the job may still fail (the batcher closing): that error is nobody's.
+        result.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:  # shielded: the job is cancelled below, with the reason
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), timeout)
+            return await asyncio.wait_for(asyncio.shield(result), timeout)
         except asyncio.TimeoutError:
             self.batcher.cancel(job, "deadline")
             raise DeadlineExpired("the deadline passed before the translation was done") from None
