@@ -454,3 +454,45 @@ def test_batch_imports_neither_torch_nor_the_server() -> None:
         "from rnnmt.cli import build_parser\n"
         "build_parser().parse_args(['batch', 'in.txt', '--out', 'out.txt', '--model', 'm'])\n"
     )
+
+
+@pytest.mark.parametrize("failing", ["a commit", "the last write"])
+def test_a_full_disk_stops_the_job_with_what_is_saved_and_the_job_resumes_from_it(
+    engine: EngineBackend,
+    source: Path,
+    reference: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
+) -> None:
+    """ENOSPC at a write of the progress file (simulated there): the job stops, its message counts the
+    lines the progress file holds, and the same job resumes from them to the uninterrupted output."""
+    import errno
+    import os
+
+    from rnnmt.serving.batch import checkpoint
+
+    out, lines = tmp_path / "out.en", len(source.read_text().splitlines())
+    writes = 1 + -(-lines // 8) + 1  # the fresh state, one per chunk of 8 lines, the end
+    fail_at = writes // 2 if failing == "a commit" else writes
+    write_state, calls = checkpoint.write_state, 0
+
+    def full_disk(output: Path, state: checkpoint.JobState) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == fail_at:
+            temporary = checkpoint.temporary_path(progress_path(output))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temporary))
+        write_state(output, state)
+
+    monkeypatch.setattr(checkpoint, "write_state", full_disk)
+    with pytest.raises(RnnmtError) as caught:
+        quiet_run(BatchJob(source, out, chunk_lines=8), engine)
+    saved = read_state(out)
+    assert saved is not None and not saved.done and calls == fail_at
+    assert saved.next_line == (lines if failing == "the last write" else (fail_at - 2) * 8)
+    assert f"cannot write {out}.progress.tmp: {os.strerror(errno.ENOSPC)}" in str(caught.value)
+    assert f"\n{saved.next_line:,} of {lines:,} lines are done and saved;" in str(caught.value)
+    monkeypatch.undo()
+    assert quiet_run(BatchJob(source, out, chunk_lines=8), engine).translated == lines - saved.next_line
+    assert_same_output(out, reference)

@@ -16,7 +16,8 @@ from servers import running
 from rnnmt.cli import main
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.client import TranslatorClient
-from rnnmt.serving.core.signing import SIGNATURE_FILE, TrustedKeys, key_id, load_public_key
+from rnnmt.serving.core import package as package_module
+from rnnmt.serving.core.signing import SIGNATURE_FILE, TrustedKeys, key_id, load_public_key, sign_package
 from rnnmt.serving.core.translator import Translator
 from rnnmt.serving.server.app import TranslationServer
 from rnnmt.serving.server.config import ServerConfig
@@ -120,3 +121,23 @@ def test_export_signs_with_a_checked_key(
         == 2
     )
     assert not (tmp_path / "q").exists()
+
+
+def test_the_manifest_signed_is_the_manifest_verified(
+    package: Path, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest replaced once the package was verified (right after its last file's check, by
+    construction) is not what gets signed."""
+    verified = (package / "manifest.json").read_bytes()
+    last = list(json.loads(verified)["files"])[-1]
+    verify_file = package_module.verify_file
+
+    def verify_then_replace(root: Path, name: str, record: object) -> object:
+        checked = verify_file(root, name, record)
+        if name == last:
+            (root / "manifest.json").write_bytes(verified + b" ")  # other bytes, the same package
+        return checked
+
+    monkeypatch.setattr(package_module, "verify_file", verify_then_replace)
+    signer = sign_package(package, keys["ours"])
+    assert trusted(keys).verify(package, verified) == signer

@@ -141,7 +141,8 @@ def _open_at(path: Path, size: int) -> BinaryIO:
 
 
 class Checkpoint:
-    """The output, errors and progress files of one job, positioned after its last commit."""
+    """The output, errors and progress files of one job, positioned after its last commit; :attr:`state`
+    is what the progress file holds."""
 
     def __init__(self, output: Path, state: JobState) -> None:
         self.output = output
@@ -195,20 +196,26 @@ class Checkpoint:
             self._errors.flush()
             os.fsync(self._errors.fileno())
             errors_bytes += len(records)
-        self.state = replace(
-            self.state,
-            next_line=next_line,
-            input_offset=input_offset,
-            output_bytes=self.state.output_bytes + len(data),
-            errors_bytes=errors_bytes,
-            failed=self.state.failed + len(failures),
+        self._record(
+            replace(
+                self.state,
+                next_line=next_line,
+                input_offset=input_offset,
+                output_bytes=self.state.output_bytes + len(data),
+                errors_bytes=errors_bytes,
+                failed=self.state.failed + len(failures),
+            )
         )
-        write_state(self.output, self.state)
 
     def finish(self) -> None:
         """Record that every line is done."""
-        self.state = replace(self.state, done=True)
-        write_state(self.output, self.state)
+        self._record(replace(self.state, done=True))
+
+    def _record(self, state: JobState) -> None:
+        """Write ``state`` to the progress file, then make it :attr:`state`: a write that fails (a full
+        disk) leaves :attr:`state` what the progress file durably holds, which a stopped job reports."""
+        write_state(self.output, state)
+        self.state = state
 
     def close(self) -> None:
         self._out.close()

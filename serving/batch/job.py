@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -155,6 +156,15 @@ def read_chunks(
         yield Chunk(first, lines, offset)
 
 
+@contextmanager
+def writing(output: Path) -> Iterator[None]:
+    """The block's :class:`OSError` (a full disk, ...) as an :class:`RnnmtError` naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        raise RnnmtError(f"cannot write {exc.filename or output}: {exc.strerror}") from None
+
+
 def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchResult:
     """Run (or resume) ``job`` on ``backend``, showing progress on ``stream`` (default stderr)."""
     if job.chunk_lines < 1 or job.concurrency < 1:
@@ -188,7 +198,8 @@ def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchR
         **({"paragraphs": True} if job.paragraphs else {}),
     }
     fresh = JobState(identity, job.shard, start, end, start, line_offset(job.input, start))
-    checkpoint = Checkpoint.open(job.output, fresh, job.restart)
+    with writing(job.output):
+        checkpoint = Checkpoint.open(job.output, fresh, job.restart)
     if checkpoint.state.done:
         checkpoint.close()
         return BatchResult(checkpoint.state, 0, time.monotonic() - start_time, already_done=True)
@@ -238,10 +249,8 @@ def _translate(
         result = future.result()
         data = "".join(line + "\n" for line in result.lines).encode()
         failures = [(chunk.first_line + i, reason) for i, reason in result.failures]
-        try:
+        with writing(job.output):
             checkpoint.commit(data, failures, chunk.first_line + len(chunk.lines), chunk.end_offset)
-        except OSError as exc:
-            raise RnnmtError(f"cannot write {exc.filename or job.output}: {exc.strerror}") from None
         translated += len(chunk.lines)
         failed = checkpoint.state.failed
         progress.update(translated, None, False, **resumed, **({"failed": f"{failed:,}"} if failed else {}))
@@ -258,7 +267,8 @@ def _translate(
                 commit(*pending.popleft())
         while pending:
             commit(*pending.popleft())
-        checkpoint.finish()
+        with writing(job.output):
+            checkpoint.finish()
         progress.update(translated, None, True, **resumed)
     except BaseException:
         stop.set()

@@ -11,6 +11,7 @@ computed once at encoding and kept as rows leave (a superset does not change any
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +23,8 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.beam_search import Arrays
 from rnnmt.serving.core.package import (
+    DECODER_FILE,
+    ENCODER_FILE,
     ENCODER_INPUTS,
     MEMORY_NAMES,
     NEXT_PREFIX,
@@ -30,6 +33,9 @@ from rnnmt.serving.core.package import (
     STEP_OUTPUTS,
 )
 from rnnmt.serving.core.shortlist import Shortlist
+
+NO_EXTERNAL_DATA = os.path.join(os.devnull, "no-external-data")
+"""A folder that cannot exist (under a file): where a graph's external data files are looked for."""
 
 _LOAD_ERRORS = (
     ort_state.Fail,
@@ -54,11 +60,19 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def open_session(path: Path, threads: int) -> ort.InferenceSession:
+def open_session(graph: bytes, path: Path, threads: int) -> ort.InferenceSession:
+    """A session of the ONNX model ``graph`` (the verified bytes of ``path``, which only errors name).
+
+    A model loaded from bytes would read its external data files (tensors kept beside the ``.onnx`` file)
+    from the working directory: they are looked for in :data:`NO_EXTERNAL_DATA` instead, where none can
+    exist, so such a model fails to load rather than use bytes nobody verified."""
+    options = session_options(threads)
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", NO_EXTERNAL_DATA)
     try:
-        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except _LOAD_ERRORS as exc:
-        raise RnnmtError(f"onnxruntime cannot load {path}: {exc}") from exc
+        external = " (ONNX external data is not supported)" if "external data" in str(exc).lower() else ""
+        raise RnnmtError(f"onnxruntime cannot load {path}{external}: {exc}") from exc
 
 
 def check_names(path: Path, kind: str, actual: Sequence[str], expected: Sequence[str]) -> None:
@@ -75,19 +89,22 @@ class BatchWide(NamedTuple):
 
 
 class OnnxBackend:
-    """:class:`~rnnmt.serving.core.beam_search.DecoderBackend` over ``encoder.onnx`` and ``decoder.onnx``
-    (the shortlist's graph when ``shortlist`` is given)."""
+    """:class:`~rnnmt.serving.core.beam_search.DecoderBackend` over the bytes of a package's
+    ``encoder.onnx`` and ``decoder.onnx`` (the shortlist's graph when ``shortlist`` is given), read from
+    the package folder ``root`` (named in errors)."""
 
     def __init__(
         self,
-        encoder: Path,
-        decoder: Path,
+        encoder_graph: bytes,
+        decoder_graph: bytes,
+        root: Path,
         state_names: Sequence[str],
         threads: int = 0,
         shortlist: Shortlist | None = None,
     ) -> None:
-        self.encoder = open_session(encoder, threads)
-        self.decoder = open_session(decoder, threads)
+        encoder, decoder = root / ENCODER_FILE, root / DECODER_FILE
+        self.encoder = open_session(encoder_graph, encoder, threads)
+        self.decoder = open_session(decoder_graph, decoder, threads)
         self.state_names = list(state_names)
         self.shortlist = shortlist
         self.memory_names = [*MEMORY_NAMES, *(SHORTLIST_INPUTS if shortlist else ())]

@@ -5,7 +5,7 @@ optionally a lexical shortlist (``shortlist.npz``, see :mod:`rnnmt.serving.core.
 ``manifest.json``. The manifest records the format, the model and tokenizer facts the engine needs, how
 the export was checked, and the sha256 and size of every other file, so a missing, truncated, tampered
 or incompatible package is refused with a message naming the file instead of failing later in
-onnxruntime.
+onnxruntime. Each file is read once (:func:`read_package`): its checks and its loader see the same bytes.
 
 Graph interface (``R`` rows, ``N`` sentences, ``S`` source length):
 
@@ -200,28 +200,39 @@ def parse_manifest(values: Any, where: str) -> Manifest:
     missing = sorted(needed - set(manifest.files))
     if missing:
         raise RnnmtError(f"{where} does not list file(s) {', '.join(missing)}")
+    foreign = sorted(set(manifest.files) - needed)
+    if foreign:
+        raise RnnmtError(
+            f"{where} lists file(s) {', '.join(foreign)}, which a package does not hold: each graph is one "
+            ".onnx file, loaded from its verified bytes (ONNX external data, which the exporter writes for a "
+            "graph over 2 GB, is not supported)"
+        )
     return manifest
 
 
-def verify_file(root: Path, name: str, record: Any) -> None:
-    """Refuse a listed file that is missing, of the wrong size or with the wrong sha256."""
+def verify_file(root: Path, name: str, record: Any) -> bytes:
+    """The bytes of a listed file, read once and checked: refused if it is missing, of the wrong size or
+    with the wrong sha256. Load the file from these bytes: the file itself may change once read."""
     if Path(name).name != name or name in ("", ".", "..", MANIFEST_FILE):
         raise RnnmtError(f"{root / MANIFEST_FILE} lists an invalid file name {name!r}")
-    if not isinstance(record, dict) or not {"sha256", "bytes"} <= set(record):
+    size = record.get("bytes") if isinstance(record, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or "sha256" not in record:
         raise RnnmtError(f"{root / MANIFEST_FILE}: the entry of {name} needs 'sha256' and 'bytes'")
     path = root / name
     if not path.is_file():
         raise RnnmtError(f"model package {root} is missing {name}")
-    size = path.stat().st_size
-    if size != record["bytes"]:
+    with path.open("rb") as f:
+        data = f.read(size + 1)  # a byte more than listed tells a longer file, without reading it all
+    if len(data) != size:
         raise RnnmtError(
-            f"{path} has {size} bytes but the manifest says {record['bytes']}: the file is truncated or "
-            "replaced; copy the package again"
+            f"{path} has {path.stat().st_size} bytes but the manifest says {size}: the file is truncated "
+            "or replaced; copy the package again"
         )
-    if sha256_file(path) != record["sha256"]:
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
         raise RnnmtError(
             f"{path} does not match its sha256 in the manifest: the file was modified or damaged"
         )
+    return data
 
 
 def find_versions(model_dir: Path) -> dict[str, dict[str, Path]]:
@@ -261,9 +272,14 @@ def find_packages(model_dir: Path) -> dict[str, Path]:
     return {name: list(versions.values())[-1] for name, versions in find_versions(model_dir).items()}
 
 
-def load_package(root: Path, trusted_keys: TrustedKeys | None = None) -> ModelPackage:
-    """Read and verify a package directory; any problem is an :class:`RnnmtError` naming the file.
-    With ``trusted_keys``, the package must also carry a valid signature by one of them."""
+def read_package(
+    root: Path, trusted_keys: TrustedKeys | None = None
+) -> tuple[ModelPackage, dict[str, bytes]]:
+    """Read and verify a package directory: the package, and the bytes of its files as they were verified
+    (file name → bytes, ``manifest.json`` included). Each file is read once, its checks run on those
+    bytes, and whoever loads the package loads it from them, so a file replaced on disk meanwhile is never
+    loaded. Any problem is an :class:`RnnmtError` naming the file. With ``trusted_keys``, the package must
+    also carry a valid signature (of the manifest bytes returned) by one of them."""
     root = Path(root)
     manifest_path = root / MANIFEST_FILE
     if not root.is_dir():
@@ -277,9 +293,16 @@ def load_package(root: Path, trusted_keys: TrustedKeys | None = None) -> ModelPa
         raise RnnmtError(f"{manifest_path} is not valid JSON (truncated or damaged?): {exc}") from exc
     signed_by = trusted_keys.verify(root, data) if trusted_keys is not None else None
     manifest = parse_manifest(values, str(manifest_path))
+    files = {MANIFEST_FILE: data}
     for name, record in manifest.files.items():
-        verify_file(root, name, record)
-    return ModelPackage(root, manifest, hashlib.sha256(data).hexdigest()[:16], signed_by)
+        files[name] = verify_file(root, name, record)
+    return ModelPackage(root, manifest, hashlib.sha256(data).hexdigest()[:16], signed_by), files
+
+
+def load_package(root: Path, trusted_keys: TrustedKeys | None = None) -> ModelPackage:
+    """The package of :func:`read_package`, verified; the bytes read are dropped (use
+    :func:`read_package` to load the files)."""
+    return read_package(root, trusted_keys)[0]
 
 
 def record_evaluation(root: Path, name: str, record: dict[str, Any]) -> Manifest:

@@ -20,6 +20,7 @@ batching.
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,10 +62,11 @@ class Shortlist:
         return self
 
     @classmethod
-    def load(cls, path: Path) -> Shortlist:
-        """Read ``shortlist.npz``; a damaged or foreign file is an :class:`RnnmtError` naming it."""
+    def load(cls, data: bytes, path: Path) -> Shortlist:
+        """The table of ``data``, the bytes of ``shortlist.npz`` read from ``path``; a damaged or foreign
+        file is an :class:`RnnmtError` naming ``path``."""
         try:
-            with np.load(path, allow_pickle=False) as arrays:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
                 return cls(
                     lexical=arrays["lexical"].astype(np.int64),
                     frequent=arrays["frequent"].astype(np.int64),

@@ -130,12 +130,12 @@ class TrustedKeys:
 
 def sign_package(package_root: Path, private_key: Path) -> str:
     """Sign the package's ``manifest.json`` with ``private_key`` (replacing an earlier signature);
-    returns the key id. The package is verified first, so only an intact package gets signed."""
-    from rnnmt.serving.core.package import MANIFEST_FILE, load_package
+    returns the key id. The package is verified first and the manifest bytes verified are signed, so only
+    an intact package gets signed."""
+    from rnnmt.serving.core.package import MANIFEST_FILE, read_package
 
     key = load_private_key(private_key)
-    load_package(package_root)
-    manifest_bytes = (package_root / MANIFEST_FILE).read_bytes()
+    manifest_bytes = read_package(package_root)[1][MANIFEST_FILE]
     signer = key_id(key.public_key())
     record = {
         "algorithm": ALGORITHM,

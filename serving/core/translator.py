@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.beam_search import DecoderBackend, Hypothesis, search_sorted
 from rnnmt.serving.core.options import SearchOptions
-from rnnmt.serving.core.package import MANIFEST_FILE, Manifest, ModelPackage, load_package
+from rnnmt.serving.core.package import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    MANIFEST_FILE,
+    SHORTLIST_FILE,
+    Manifest,
+    ModelPackage,
+    read_package,
+)
 from rnnmt.serving.core.segment import Segmented, split_sentences
 from rnnmt.serving.core.shortlist import Shortlist
 from rnnmt.tokenizers.sentencepiece import EOS_ID, Tokenizer
@@ -73,19 +81,20 @@ class Translator:
     ) -> Translator:
         """The translator of a verified model package on onnxruntime (no torch); ``threads`` are
         onnxruntime intra-op threads (0 = its default). Its default options are the manifest's. With
-        ``trusted_keys`` the package must be signed by one of them."""
+        ``trusted_keys`` the package must be signed by one of them. Graphs, tokenizers and shortlist
+        are loaded from the bytes that were verified (:func:`read_package`), not read again."""
         from rnnmt.serving.core.onnx_backend import OnnxBackend
 
         if threads < 0:
             raise RnnmtError(f"threads must be 0 (onnxruntime's default) or more, not {threads}")
-        package = load_package(package_dir, trusted_keys)
+        package, files = read_package(package_dir, trusted_keys)
         manifest = package.manifest
         tokenizers = []
         for path, size in (
             (package.source_tokenizer_path, manifest.source_vocab_size),
             (package.target_tokenizer_path, manifest.target_vocab_size),
         ):
-            tokenizer = Tokenizer.load(path)
+            tokenizer = Tokenizer(files[path.name], str(path))
             if tokenizer.vocab_size != size:
                 raise RnnmtError(f"{path} has {tokenizer.vocab_size} pieces but the manifest says {size}")
             tokenizers.append(tokenizer)
@@ -95,13 +104,13 @@ class Translator:
         except TypeError as exc:
             raise RnnmtError(f"{manifest_path}: invalid decoding defaults: {exc}") from exc
         src, tgt = tokenizers
-        shortlist = None
-        if package.shortlist_path is not None:
-            shortlist = Shortlist.load(package.shortlist_path).check(
-                src.vocab_size, tgt.vocab_size, str(package.shortlist_path)
+        shortlist, shortlist_path = None, package.shortlist_path
+        if shortlist_path is not None:
+            shortlist = Shortlist.load(files[SHORTLIST_FILE], shortlist_path).check(
+                src.vocab_size, tgt.vocab_size, str(shortlist_path)
             )
         backend = OnnxBackend(
-            package.encoder_path, package.decoder_path, manifest.decoder_state, threads, shortlist
+            files[ENCODER_FILE], files[DECODER_FILE], package.root, manifest.decoder_state, threads, shortlist
         )
         translator = cls(backend, src, tgt, manifest.max_input_tokens, max_batch_rows, defaults, package)
         try:
