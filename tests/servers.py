@@ -50,6 +50,15 @@ def closed_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
+def answer(client: socket.socket) -> tuple[int, dict[str, object]]:
+    """The status and JSON body of the answer on ``client``, read until the server closes."""
+    data = b""
+    while chunk := client.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
 class GatedSearch:
     """A search whose steps wait for its :class:`Gate` to be open."""
 

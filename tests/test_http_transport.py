@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import ServerThread, running, scrape, wait_until
+from servers import ServerThread, answer, running, scrape, wait_until
 
 from rnnmt.serving.client import TranslatorClient
 from rnnmt.serving.http import protocol
@@ -30,15 +30,6 @@ MODELS = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=30)
-
-
-def answer(client: socket.socket) -> tuple[int, dict[str, object]]:
-    """The status and JSON body of the answer on ``client``, read until the server closes."""
-    data = b""
-    while chunk := client.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
 
 
 def error(status: int, code: str, message: str) -> tuple[int, dict[str, object]]:

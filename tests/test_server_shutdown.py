@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from servers import RNNMT, Gate, ServerThread, wait_until
+from servers import RNNMT, Gate, ServerThread, answer, wait_until
 
 from rnnmt.serving.server.batcher import Batcher, TranslatorRunner
 from rnnmt.serving.server.config import ServerConfig
@@ -48,15 +48,6 @@ def read_until(client: socket.socket, end: bytes) -> bytes:
         assert chunk, f"the connection closed after {data!r}"
         data += chunk
     return data
-
-
-def answer(client: socket.socket) -> tuple[int, dict[str, object]]:
-    """The status and JSON body of the answer on ``client``, read until the server closes."""
-    data = b""
-    while chunk := client.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
 
 
 def test_calls_in_flight_at_the_end_of_the_grace_period_are_answered_503(
