@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import shutil
 import signal
+import statistics
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -223,5 +224,7 @@ def test_memory_stays_flat_over_reloads_of_new_versions(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
-    assert resident[20] - resident[5] < 15, resident  # no growth from reload to reload
-    assert resident[20] - resident[0] < 30, resident  # nor memory kept from the models unloaded
+    # Medians of five: a reading can still hold a model that a worker is about to let go of.
+    early, late = statistics.median(resident[1:6]), statistics.median(resident[16:21])
+    assert late - early < 15, resident  # no growth from reload to reload
+    assert late - resident[0] < 30, resident  # nor memory kept from the models unloaded
