@@ -1,14 +1,23 @@
-"""Parallel corpora: reading aligned files, normalising text, cleaning, writing splits."""
+"""Parallel corpora as files: aligned plain-text files (and TSV) read as streams, splits written whole.
+
+Readers stream in chunks of :data:`CHUNK_PAIRS`, so a corpus of any size passes in bounded memory;
+:func:`read_split` gathers a small split (dev, test) into a list.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import islice, zip_longest
 from pathlib import Path
 
 from rnnmt.errors import RnnmtError
 
+CHUNK_PAIRS = 20_000
 _SPACE = re.compile(r"\s+")
 
 
@@ -26,79 +35,67 @@ def normalize(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
-@dataclass
-class CleanReport:
-    """How many pairs cleaning kept and why it dropped the others."""
-
-    read: int = 0
-    kept: int = 0
-    empty: int = 0
-    too_long: int = 0
-    bad_ratio: int = 0
-
-    def summary(self) -> str:
-        return (
-            f"{self.read:,} pairs read, {self.kept:,} kept; dropped {self.empty:,} empty, "
-            f"{self.too_long:,} too long, {self.bad_ratio:,} over the length ratio"
-        )
-
-
-def clean(pairs: list[Pair], max_words: int = 0, max_ratio: float = 0.0) -> tuple[list[Pair], CleanReport]:
-    """Normalise both sides; drop empty pairs, pairs over ``max_words`` words on either side and pairs
-    whose word-count ratio exceeds ``max_ratio`` (0 disables a limit)."""
-    report = CleanReport(read=len(pairs))
-    kept: list[Pair] = []
-    for pair in pairs:
-        src, tgt = normalize(pair.src), normalize(pair.tgt)
-        ns, nt = len(src.split()), len(tgt.split())
-        if not ns or not nt:
-            report.empty += 1
-        elif max_words and max(ns, nt) > max_words:
-            report.too_long += 1
-        elif max_ratio and max(ns, nt) / min(ns, nt) > max_ratio:
-            report.bad_ratio += 1
-        else:
-            kept.append(Pair(src, tgt, pair.ref))
-    report.kept = len(kept)
-    return kept, report
-
-
 def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file without their line ends (a missing file is a clear error)."""
-    try:
-        with path.open(encoding="utf-8", newline="\n") as f:
-            return [line.rstrip("\r\n") for line in f]
-    except FileNotFoundError as exc:
-        raise RnnmtError(f"file not found: {path}") from exc
-    except UnicodeDecodeError as exc:
-        raise RnnmtError(f"{path} is not UTF-8 text: {exc}") from exc
+    """Lines of a (small) UTF-8 text file without their line ends."""
+    return list(read_lines_of([path]))
 
 
-def read_parallel(src_path: Path, tgt_path: Path, ids_path: Path | None = None) -> list[Pair]:
-    """Aligned plain-text files, one sentence per line; line counts must match."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise RnnmtError(
-            f"line counts differ: {src_path} has {len(src):,} lines but {tgt_path} has {len(tgt):,}; "
-            "parallel files must be aligned line by line"
-        )
-    refs = read_lines(ids_path) if ids_path is not None and ids_path.exists() else [""] * len(src)
-    if len(refs) != len(src):
-        raise RnnmtError(f"{ids_path} has {len(refs):,} lines but {src_path} has {len(src):,}")
-    return [Pair(s, t, r) for s, t, r in zip(src, tgt, refs, strict=True)]
+def read_lines_of(paths: Iterable[Path]) -> Iterator[str]:
+    """The lines of each UTF-8 file in turn, streamed, without their line ends (a missing file or a line
+    that is not UTF-8 is an :class:`RnnmtError` naming the file and line)."""
+    for path in paths:
+        try:
+            f = path.open("rb")
+        except FileNotFoundError as exc:
+            raise RnnmtError(f"file not found: {path}") from exc
+        with f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    yield raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as exc:
+                    raise RnnmtError(f"{path}:{number} is not UTF-8 text: {exc}") from exc
 
 
-def read_tsv(path: Path, src_column: int = 0, tgt_column: int = 1) -> list[Pair]:
-    """A TSV file with source and target columns; a line with too few columns is a clear error."""
-    pairs: list[Pair] = []
-    for number, line in enumerate(read_lines(path), start=1):
+def read_chunks(paths: Iterable[Path]) -> Iterator[list[tuple[str, ...]]]:
+    """Chunks of aligned lines of several files (one tuple per line number); files of different lengths
+    are an :class:`RnnmtError` naming them."""
+    paths = list(paths)
+    streams = [read_lines_of([path]) for path in paths]
+    rows = zip_longest(*streams)
+    number = 0
+    while chunk := list(islice(rows, CHUNK_PAIRS)):
+        for offset, row in enumerate(chunk):
+            if None in row:
+                ended = paths[row.index(None)]
+                longer = paths[[cell is not None for cell in row].index(True)]
+                lines = number + len(chunk) + sum(1 for _ in rows)
+                raise RnnmtError(
+                    f"line counts differ: {longer} has {lines:,} lines but {ended} has {number + offset:,}; "
+                    "parallel files must be aligned line by line"
+                )
+        number += len(chunk)
+        yield chunk  # no None left in a row
+
+
+def read_parallel(src: Path, tgt: Path, ids: Path | None = None) -> Iterator[Pair]:
+    """The pairs of aligned plain-text files, one sentence per line, streamed; ``ids`` (if it exists)
+    holds each pair's reference."""
+    paths = [src, tgt, *([ids] if ids is not None and ids.exists() else [])]
+    for chunk in read_chunks(paths):
+        for row in chunk:
+            yield Pair(row[0], row[1], row[2] if len(row) > 2 else "")
+
+
+def read_tsv(path: Path, src_column: int = 0, tgt_column: int = 1) -> Iterator[Pair]:
+    """The pairs of a TSV file's source and target columns, streamed; a line with too few columns is a
+    clear error."""
+    for number, line in enumerate(read_lines_of([path]), start=1):
         cells = line.split("\t")
         if len(cells) <= max(src_column, tgt_column):
             raise RnnmtError(
                 f"{path}:{number}: expected at least {max(src_column, tgt_column) + 1} tab-separated columns"
             )
-        pairs.append(Pair(cells[src_column], cells[tgt_column], f"{path.name}:{number}"))
-    return pairs
+        yield Pair(cells[src_column], cells[tgt_column], f"{path.name}:{number}")
 
 
 def split_paths(prefix: Path, src_lang: str, tgt_lang: str) -> tuple[Path, Path, Path]:
@@ -110,17 +107,29 @@ def split_paths(prefix: Path, src_lang: str, tgt_lang: str) -> tuple[Path, Path,
     )
 
 
-def write_split(prefix: Path, pairs: list[Pair], src_lang: str, tgt_lang: str) -> None:
-    """Write a split as aligned ``.src``/``.tgt`` files and a parallel ``.ids`` file of references."""
+def write_split(prefix: Path, pairs: Iterable[Pair], src_lang: str, tgt_lang: str) -> int:
+    """Write a split as aligned source and target files and a parallel ``.ids`` file of references,
+    streamed; returns the pairs written. Each file is written beside its place and renamed into it once
+    all are complete, so an interrupted write leaves the split as it was."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    for path, lines in zip(
-        split_paths(prefix, src_lang, tgt_lang),
-        ([p.src for p in pairs], [p.tgt for p in pairs], [p.ref for p in pairs]),
-        strict=True,
-    ):
-        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    finals = split_paths(prefix, src_lang, tgt_lang)
+    partials = [path.with_name(path.name + ".partial") for path in finals]
+    written = 0
+    try:
+        with ExitStack() as stack:
+            files = [stack.enter_context(path.open("w", encoding="utf-8", newline="\n")) for path in partials]
+            for pair in pairs:
+                for f, text in zip(files, (pair.src, pair.tgt, pair.ref), strict=True):
+                    f.write(text + "\n")
+                written += 1
+        for partial, final in zip(partials, finals, strict=True):
+            os.replace(partial, final)
+    finally:
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+    return written
 
 
 def read_split(prefix: Path, src_lang: str, tgt_lang: str) -> list[Pair]:
-    src, tgt, ids = split_paths(prefix, src_lang, tgt_lang)
-    return read_parallel(src, tgt, ids)
+    """A (small) split as a list."""
+    return list(read_parallel(*split_paths(prefix, src_lang, tgt_lang)))
