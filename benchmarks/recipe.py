@@ -28,7 +28,6 @@ import yaml
 
 from rnnmt.evaluation import evaluate, load_translator
 from rnnmt.serving.core.options import SearchOptions
-from rnnmt.training.batching import make_batches
 from rnnmt.training.config import RunConfig, load_config, validate
 from rnnmt.training.trainer import Trainer, TrainResult
 
@@ -63,7 +62,8 @@ def throughput(config_path: Path, overrides: list[str], steps: int, warmup: int)
     """(target tokens/s over ``steps`` steps after ``warmup`` steps, parameter count)."""
     with recipe(config_path, overrides) as config:
         trainer = Trainer(config)
-        batches = iter(make_batches(trainer.examples, config.train.batch_tokens, config.train.seed, 0))
+        plan = trainer.plan(0)
+        batches = (plan[b] for b in range(len(plan)))
         trainer.model.train()
         for _ in range(warmup):
             trainer.train_step(next(batches))

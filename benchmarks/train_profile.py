@@ -20,16 +20,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from recipe import overridden, recipe
 
 from rnnmt.tokenizers.sentencepiece import PAD_ID
-from rnnmt.training.batching import collate, make_batches
+from rnnmt.training.batching import collate
 from rnnmt.training.trainer import Trainer
 
 
-def capture(trainer: Trainer, batch: list[int]) -> dict[str, Any]:
+def capture(trainer: Trainer, batch: np.ndarray) -> dict[str, Any]:
     """The inputs of each part in one forward pass of ``batch`` (hooks on the model's modules)."""
     model, seen = trainer.model, {}
     decoder = model.decoder
@@ -47,7 +48,7 @@ def capture(trainer: Trainer, batch: list[int]) -> dict[str, Any]:
         decoder.combine.register_forward_pre_hook(keep("combine")),
         decoder.output.register_forward_pre_hook(keep("output + loss")),
     ]
-    src, lengths, tgt_in, tgt_out = collate([trainer.examples[i] for i in batch])
+    src, lengths, tgt_in, tgt_out = collate(trainer.store.examples(batch))
     with torch.no_grad():
         model(src, lengths, tgt_in)
     for hook in hooks:
@@ -102,9 +103,8 @@ def main() -> None:
     with recipe(args.config, args.set) as config:
         trainer = Trainer(config)
         bf16 = config.train.precision == "bf16"
-        batches = make_batches(trainer.examples, config.train.batch_tokens, config.train.seed, 0)[
-            : args.steps + 2
-        ]
+        plan = trainer.plan(0)
+        batches = [plan[b] for b in range(min(len(plan), args.steps + 2))]
         trainer.model.train()
         for batch in batches[:2]:  # warm-up
             trainer.train_step(batch)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -67,9 +67,14 @@ def train_sentencepiece(
     vocab_size: int,
     model_type: str = "unigram",
     character_coverage: float = 1.0,
-    seed_sentences: int = 2_000_000,
+    max_sentences: int = 300_000,
+    seed: int = 1,
 ) -> Tokenizer:
     """Train a SentencePiece model on ``texts`` and write it to ``model_file`` (``*.model``).
+
+    SentencePiece reads ``texts`` through (a stream is fine) and learns from a random sample of at most
+    ``max_sentences`` of them (reservoir sampling, seeded by ``seed``), so its time and memory stay
+    bounded whatever the corpus's size. An :class:`RnnmtError` raised by the stream is raised again.
 
     A vocab size larger than the corpus supports is lowered to what it supports (tiny corpora in tests).
     One too small to hold the corpus's characters and the special pieces is an :class:`RnnmtError` that
@@ -80,16 +85,25 @@ def train_sentencepiece(
         raise RnnmtError(f"tokenizer model_type must be one of {MODEL_TYPES}, not {model_type!r}")
     model_file.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
+    failures: list[RnnmtError] = []
+
+    def guarded() -> Iterator[str]:
+        try:
+            yield from texts
+        except RnnmtError as exc:  # SentencePiece would only see the iterator end
+            failures.append(exc)
+
+    spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts),
+            sentence_iterator=guarded(),
             model_writer=buffer,
             # Under SPECIAL_PIECES SentencePiece fails before counting the characters, so it would not
             # say what size works; with SPECIAL_PIECES it fails after (any text needs more), and says.
             vocab_size=max(vocab_size, SPECIAL_PIECES),
             model_type=model_type,
             character_coverage=character_coverage,
-            input_sentence_size=seed_sentences,
+            input_sentence_size=max_sentences,
             shuffle_input_sentence=True,
             hard_vocab_limit=False,
             pad_id=PAD_ID,
@@ -101,10 +115,14 @@ def train_sentencepiece(
             minloglevel=2,
         )
     except RuntimeError as exc:
+        if failures:
+            raise failures[0] from None
         needed = _TOO_SMALL.search(str(exc))
         if needed:
             raise _too_small(vocab_size, int(needed[1]), character_coverage, model_file) from None
         raise RnnmtError(f"SentencePiece could not train {model_file}: {exc}") from None
+    if failures:
+        raise failures[0]
     tokenizer = Tokenizer(buffer.getvalue(), str(model_file))
     if vocab_size < SPECIAL_PIECES:  # trained with SPECIAL_PIECES: the size that works
         raise _too_small(vocab_size, tokenizer.vocab_size, character_coverage, model_file)

@@ -7,6 +7,7 @@ move together. ``configs/bible-es-en.yaml`` documents every option.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from rnnmt.errors import RnnmtError
 
 ATTENTIONS = ("bahdanau", "general", "dot")
 SCHEDULERS = ("plateau", "inverse_sqrt", "constant", "cosine")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class DataConfig:
     src_lang: str = "es"
     tgt_lang: str = "en"
     max_train_tokens: int = 100  # training pairs longer than this (in pieces, either side) are skipped
+    cache_dir: str = ""  # corpus stores (token ids of train, by content); "" = <run_dir>/corpus
 
 
 @dataclass
@@ -36,6 +38,7 @@ class TokenizerConfig:
     model_type: str = "unigram"  # unigram | bpe
     joint: bool = True  # one vocabulary for both languages
     character_coverage: float = 1.0
+    max_sentences: int = 300_000  # SentencePiece learns from a seeded random sample of this many lines
 
 
 @dataclass
@@ -73,7 +76,9 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many validations without improvement; 0 = never
     log_every: int = 50
     threads: int = 0  # torch intra-op threads; 0 = all cores
-    precision: str = "fp32"  # fp32 | bf16: bfloat16 autocast of the forward pass and loss (CPU)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the forward pass and loss (fp16: CUDA only)
+    pad_to: int = 1  # batch lengths rounded up to a multiple of this
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
 
 
 @dataclass
@@ -124,6 +129,12 @@ def validate(config: RunConfig) -> RunConfig:
         raise RnnmtError("model.attention 'dot' needs decoder_hidden == 2 * encoder_hidden")
     if t.precision not in PRECISIONS:
         raise RnnmtError(f"train.precision must be one of {PRECISIONS}, not {t.precision!r}")
+    if t.device != "auto" and t.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", t.device):
+        raise RnnmtError(f"train.device must be auto, cpu, cuda or cuda:N, not {t.device!r}")
+    if t.pad_to < 1:
+        raise RnnmtError("train.pad_to must be at least 1")
+    if config.tokenizer.max_sentences < 1:
+        raise RnnmtError("tokenizer.max_sentences must be at least 1")
     if t.scheduler not in SCHEDULERS:
         raise RnnmtError(f"train.scheduler must be one of {SCHEDULERS}, not {t.scheduler!r}")
     if t.max_steps <= 0 and t.max_epochs <= 0 and t.max_minutes <= 0:

@@ -35,18 +35,23 @@ def scored_topk(
 
 
 class TorchBackend:
-    """Runs :class:`Seq2Seq` in inference mode. Memory is ``(states, keys, mask)``; state is the decoder's."""
+    """Runs :class:`Seq2Seq` in inference mode on the device its parameters are on (state and memory stay
+    there; scores and ids come back as numpy). Memory is ``(states, keys, mask)``; state is the decoder's."""
 
     def __init__(self, model: Seq2Seq) -> None:
         self.model = model.eval()
+        self.device = next(model.parameters()).device
+
+    def _tensor(self, array: np.ndarray) -> Tensor:
+        return torch.from_numpy(array).to(self.device)
 
     @torch.inference_mode()
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[Arrays, Arrays]:
-        states, keys, mask, state = self.model.encode(torch.from_numpy(src), torch.from_numpy(lengths))
+        states, keys, mask, state = self.model.encode(self._tensor(src), self._tensor(lengths))
         return (states, keys, mask), rows_first(state)
 
     def take(self, arrays: Arrays, rows: np.ndarray) -> Arrays:
-        index = torch.from_numpy(rows)
+        index = self._tensor(rows)
         return tuple(a.index_select(0, index) for a in arrays)
 
     @torch.inference_mode()
@@ -60,6 +65,6 @@ class TorchBackend:
         k: int,
     ) -> tuple[np.ndarray, np.ndarray, Arrays]:
         states, keys, mask = memory
-        logits, new_state = self.model.step(torch.from_numpy(prev), layers_first(state), keys, states, mask)
-        scores, ids = scored_topk(logits, torch.from_numpy(beam_scores), torch.from_numpy(eos_bias), k)
-        return scores.numpy(), ids.numpy(), rows_first(new_state)
+        logits, new_state = self.model.step(self._tensor(prev), layers_first(state), keys, states, mask)
+        scores, ids = scored_topk(logits, self._tensor(beam_scores), self._tensor(eos_bias), k)
+        return scores.cpu().numpy(), ids.cpu().numpy(), rows_first(new_state)

@@ -1,13 +1,15 @@
 """The training loop: `rnnmt train CONFIG`.
 
-Tokenizers are trained on the training split on first use; batches by tokens with length bucketing;
+Tokenizers are trained on a sample of the training split on first use, which is then tokenized once into a
+memory-mapped corpus store (:mod:`rnnmt.training.store`); batches by tokens with length bucketing;
 Adam with a learning-rate schedule, label smoothing and gradient clipping; greedy validation on dev
 with sacreBLEU every N steps, the best k checkpoints kept, early stopping, a wall-clock budget, and
 checkpoint averaging at the end. ``latest.pt`` lets an interrupted run resume exactly where it stopped
-(model, optimizer, schedule, RNG and data position). Under ``torchrun`` it trains data-parallel.
+(model, optimizer, schedule, RNG and data position). Under ``torchrun`` it trains data-parallel (NCCL
+on CUDA, gloo on the CPU); ``train.device`` says where (:mod:`rnnmt.training.device`).
 
 Run folder: ``tokenizer/``, ``checkpoints/step-N.pt`` (best k), ``best.pt``, ``latest.pt``,
-``averaged.pt``, ``metrics.jsonl``. A run started with ``resume=False`` (``rnnmt train --restart``)
+``averaged.pt``, ``metrics.jsonl``, ``corpus/`` (stores, unless ``data.cache_dir`` says elsewhere). A run started with ``resume=False`` (``rnnmt train --restart``)
 replaces all of them: new tokenizers, checkpoints and metrics.
 
 Progress lines (model size, dev scores) are logged at INFO on the ``rnnmt.training.trainer`` logger; see
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -39,18 +42,20 @@ from rnnmt.progress import Progress
 from rnnmt.scoring import score
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.translator import Translator
-from rnnmt.tokenizers.sentencepiece import EOS_ID, PAD_ID, Tokenizer, train_sentencepiece
-from rnnmt.training.allocator import keep_freed_memory
-from rnnmt.training.batching import Example, collate, make_batches
+from rnnmt.tokenizers.sentencepiece import PAD_ID, Tokenizer, train_sentencepiece
+from rnnmt.training.allocator import settle
+from rnnmt.training.batching import Batches, collate, make_batches
 from rnnmt.training.checkpoint import average_weights, load_checkpoint, save_checkpoint
 from rnnmt.training.config import RunConfig
-from rnnmt.training.corpus import Pair, read_split
+from rnnmt.training.corpus import Pair, read_lines_of, read_split, split_paths
+from rnnmt.training.device import placement, select_device
 from rnnmt.training.model import Seq2Seq, count_parameters
 from rnnmt.training.schedule import LearningRate
+from rnnmt.training.store import CorpusStore, open_store
 from rnnmt.training.torch_backend import TorchBackend
 
 VALIDATION_ROWS = 512
-RUN_FILES = ("tokenizer", "checkpoints", "best.pt", "latest.pt", "averaged.pt", "metrics.jsonl")
+RUN_FILES = ("tokenizer", "checkpoints", "best.pt", "latest.pt", "averaged.pt", "metrics.jsonl", "corpus")
 """What training writes into a run folder; a restarted run removes them first."""
 
 logger = logging.getLogger(__name__)
@@ -80,31 +85,67 @@ class Progression:
     stopped: bool = False
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size), initialising gloo when started by torchrun."""
+def _distributed(backend: str) -> tuple[int, int]:
+    """(rank, world size), initialising ``backend`` when started by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def prepare_tokenizers(
-    config: RunConfig, train_pairs: list[Pair], rank: int, world: int
-) -> tuple[Tokenizer, Tokenizer]:
-    """Load the run's tokenizers, training them on the training split first if the run has none."""
+def train_files(config: RunConfig) -> tuple[Path, Path]:
+    """The source and target files of ``data.train`` (missing ones are an error naming the option)."""
+    d = config.data
+    src, tgt, _ = split_paths(config.path(d.train), d.src_lang, d.tgt_lang)
+    for path in (src, tgt):
+        if not path.is_file():
+            raise RnnmtError(f"data.train: file not found: {path}")
+    return src, tgt
+
+
+def prepare_tokenizers(config: RunConfig, rank: int, world: int) -> tuple[Tokenizer, Tokenizer]:
+    """Load the run's tokenizers, training them first if the run has none, each on a seeded random
+    sample of at most ``tokenizer.max_sentences`` lines of its side(s) of the training split."""
     tok_dir = config.path(config.run_dir) / "tokenizer"
     t, d = config.tokenizer, config.data
     names = ("joint", "joint") if t.joint else (d.src_lang, d.tgt_lang)
     paths = [tok_dir / f"{name}.model" for name in names]
     if rank == 0 and not all(p.exists() for p in paths):
-        src_text = [p.src for p in train_pairs]
-        tgt_text = [p.tgt for p in train_pairs]
-        corpora = [src_text + tgt_text] if t.joint else [src_text, tgt_text]
-        for path, texts in zip(dict.fromkeys(paths), corpora, strict=True):
-            train_sentencepiece(texts, path, t.vocab_size, t.model_type, t.character_coverage)
+        src, tgt = train_files(config)
+        corpora = [[src, tgt]] if t.joint else [[src], [tgt]]
+        for path, files in zip(dict.fromkeys(paths), corpora, strict=True):
+            train_sentencepiece(
+                read_lines_of(files),
+                path,
+                t.vocab_size,
+                t.model_type,
+                t.character_coverage,
+                t.max_sentences,
+                config.train.seed,
+            )
     if world > 1:
         dist.barrier()
     return Tokenizer.load(paths[0]), Tokenizer.load(paths[1])
+
+
+def prepare_store(
+    config: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer, rank: int, world: int
+) -> CorpusStore:
+    """The training split's corpus store, built by rank 0 if it is not in the cache yet."""
+    d = config.data
+    cache = config.path(d.cache_dir) if d.cache_dir else config.path(config.run_dir) / "corpus"
+    src, tgt = train_files(config)
+
+    def opened(build: bool) -> CorpusStore:
+        try:
+            return open_store(cache, src, tgt, src_tok, tgt_tok, d.max_train_tokens, build)
+        except RnnmtError as exc:
+            raise RnnmtError(f"data.train: {exc}") from exc
+
+    store = opened(True) if rank == 0 else None
+    if world > 1:
+        dist.barrier()
+    return store or opened(False)
 
 
 def read_data(config: RunConfig, split: str) -> list[Pair]:
@@ -117,23 +158,16 @@ def read_data(config: RunConfig, split: str) -> list[Pair]:
         raise RnnmtError(f"data.{split}: {exc}") from exc
 
 
-def encode_pairs(pairs: list[Pair], src_tok: Tokenizer, tgt_tok: Tokenizer, max_tokens: int) -> list[Example]:
-    """Tokenized training examples; pairs longer than ``max_tokens`` pieces on either side are skipped."""
-    src = src_tok.encode([p.src for p in pairs])
-    tgt = tgt_tok.encode([p.tgt for p in pairs])
-    return [
-        ([*s, EOS_ID], t)
-        for s, t in zip(src, tgt, strict=True)
-        if s and t and max(len(s), len(t)) < max_tokens
-    ]
-
-
 class Trainer:
     def __init__(self, config: RunConfig, resume: bool = True) -> None:
         self.config = config
-        self.rank, self.world = _distributed()
         tc = config.train
-        keep_freed_memory()
+        self.place = placement(select_device(tc.device), tc.precision)
+        self.device = self.place.device
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.rank, self.world = _distributed(self.place.backend)
+        self.allocator = settle()
         if tc.threads:
             torch.set_num_threads(tc.threads)
         elif self.world > 1:
@@ -141,8 +175,8 @@ class Trainer:
         random.seed(tc.seed)
         torch.manual_seed(tc.seed)
         d = config.data
-        # Read the data before creating the run folder, so missing data leaves nothing behind.
-        train_pairs = read_data(config, "train")
+        # Check the data before creating the run folder, so missing data leaves nothing behind.
+        train_files(config)
         self.dev = read_data(config, "dev")
         self.run_dir = config.path(config.run_dir)
         if not resume and self.rank == 0:
@@ -150,13 +184,15 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if tc.dev_max_sentences:
             self.dev = self.dev[: tc.dev_max_sentences]
-        self.src_tok, self.tgt_tok = prepare_tokenizers(config, train_pairs, self.rank, self.world)
-        self.examples = encode_pairs(train_pairs, self.src_tok, self.tgt_tok, d.max_train_tokens)
-        if not self.examples:
+        self.src_tok, self.tgt_tok = prepare_tokenizers(config, self.rank, self.world)
+        self.store = prepare_store(config, self.src_tok, self.tgt_tok, self.rank, self.world)
+        if not len(self.store):
             raise RnnmtError(f"no training pairs left in {d.train} after tokenizing")
-        self.model = Seq2Seq(self.src_tok.vocab_size, self.tgt_tok.vocab_size, config.model)
-        self.ddp = DistributedDataParallel(self.model) if self.world > 1 else None
+        self.model = Seq2Seq(self.src_tok.vocab_size, self.tgt_tok.vocab_size, config.model).to(self.device)
+        devices = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp = DistributedDataParallel(self.model, device_ids=devices) if self.world > 1 else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.learning_rate)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.place.scaled)
         self.schedule = LearningRate(tc)
         self.progression = Progression()
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -175,13 +211,14 @@ class Trainer:
             "src_lang": d.src_lang,
             "tgt_lang": d.tgt_lang,
             "train_data": d.train,
-            "train_pairs": len(self.examples),
+            "train_pairs": len(self.store),
             "train_minutes": round(self.progression.elapsed / 60, 2),
             **dev_scores,
         }
 
     def _rng_states(self) -> list[Any]:
-        state = [torch.get_rng_state(), random.getstate()]
+        cuda = [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []
+        state = [torch.get_rng_state(), random.getstate(), *cuda]
         if self.world == 1:
             return [state]
         gathered: list[Any] = [None] * self.world
@@ -194,6 +231,7 @@ class Trainer:
             state = {
                 "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "progression": vars(self.progression),
                 "rng": self._rng_states(),
             }
@@ -207,10 +245,14 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.progression = Progression(**state["progression"])
-        torch_rng, py_rng = state["rng"][self.rank % len(state["rng"])]
+        torch_rng, py_rng, *cuda_rng = state["rng"][self.rank % len(state["rng"])]
         torch.set_rng_state(torch_rng)
         random.setstate(py_rng)
+        if cuda_rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng[0], self.device)
 
     def _record(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``metrics.jsonl``."""
@@ -273,18 +315,28 @@ class Trainer:
         """All ranks stop together: any rank's flag stops everyone."""
         if self.world == 1:
             return flag
-        t = torch.tensor([int(flag)])
+        t = torch.tensor([int(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def train_step(self, batch: list[int], done: float = 0.0) -> tuple[float, int]:
-        """One optimizer step; returns the batch's mean (smoothed) loss per target token and its tokens.
+    def plan(self, epoch: int) -> Batches:
+        """The batches of ``epoch`` (the same on every rank; each trains its :meth:`Batches.shard`)."""
+        s, tc = self.store, self.config.train
+        return make_batches(s.src_lengths, s.tgt_lengths, tc.batch_tokens, tc.seed, epoch, self.world)
+
+    def train_step(self, batch: np.ndarray, done: float = 0.0) -> tuple[float, int]:
+        """One optimizer step on the examples at ``batch`` [n]; returns the batch's mean (smoothed) loss
+        per target token and its tokens.
 
         ``done`` is the share of the run's budget spent before this step (for the ``cosine`` schedule)."""
-        tc = self.config.train
-        src, lengths, tgt_in, tgt_out = collate([self.examples[i] for i in batch])
+        tc, place = self.config.train, self.place
+        src, lengths, tgt_in, tgt_out = collate(self.store.examples(batch), tc.pad_to)
         tokens = int((tgt_out != PAD_ID).sum())
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+        if self.device.type == "cuda":
+            src, lengths, tgt_in, tgt_out = (
+                t.pin_memory().to(self.device, non_blocking=True) for t in (src, lengths, tgt_in, tgt_out)
+            )
+        with torch.autocast(self.device.type, dtype=place.autocast, enabled=place.autocast is not None):
             logits = (self.ddp or self.model)(src, lengths, tgt_in)
             loss = F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)),
@@ -293,13 +345,15 @@ class Trainer:
                 label_smoothing=tc.label_smoothing,
                 reduction="sum",
             )
-        (loss / tokens).backward()
+        self.scaler.scale(loss / tokens).backward()
         if tc.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad_norm)
         self.progression.step += 1
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.rate(self.progression.step, done)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()) / tokens, tokens
 
@@ -318,7 +372,7 @@ class Trainer:
         done = self._fraction_done(batches_per_epoch) or 0.0
         if self.world == 1:
             return done
-        t = torch.tensor([done], dtype=torch.float64)
+        t = torch.tensor([done], dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t.item())
 
@@ -329,10 +383,12 @@ class Trainer:
         params = count_parameters(self.model)
         if self.rank == 0:
             logger.info(
-                "model: %s parameters; %s training pairs; %d process(es)",
+                "model: %s parameters; %s training pairs; %d process(es) on %s; allocator %s",
                 f"{params:,}",
-                f"{len(self.examples):,}",
+                f"{len(self.store):,}",
                 self.world,
+                self.device,
+                self.allocator,
             )
         self.model.train()
         progress = Progress(0, "steps")
@@ -340,10 +396,10 @@ class Trainer:
         validated_at = p.step if p.best else -1
         stop = p.stopped or self._out_of_budget()
         while not stop:
-            batches = make_batches(self.examples, tc.batch_tokens, tc.seed, p.epoch)
-            mine = batches[self.rank : len(batches) - len(batches) % self.world : self.world] or batches[:1]
-            for batch in mine[p.batch_in_epoch :]:
-                loss, tokens = self.train_step(batch, self._done(len(mine)))
+            batches = self.plan(p.epoch)
+            mine = batches.shard(self.rank, self.world)
+            for b in mine[p.batch_in_epoch :]:
+                loss, tokens = self.train_step(batches[b], self._done(len(mine)))
                 p.batch_in_epoch += 1
                 p.target_tokens += tokens * self.world
                 window = (window[0], window[1] + tokens * self.world, window[2] + loss, window[3] + 1)
