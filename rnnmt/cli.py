@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (default: the process's); an :class:`RnnmtError` is exit code 2."""
     args = build_parser().parse_args(argv)
     try:
+        if argv is None and getattr(args, "preload_allocator", False):
+            from rnnmt.training.allocator import preload
+
+            preload(sys.argv[1:])  # a command run as a process: re-executed with its allocator
         args.func(args)
     except RnnmtError as exc:
         print(f"rnnmt: error: {exc}", file=sys.stderr)

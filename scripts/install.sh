@@ -8,7 +8,7 @@ python="${PYTHON:-python3}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # SWORD modules: the Bible corpus; chromium and its driver: the browser test of the HTTP page.
-  missing=$(for p in sword-text-sparv sword-text-web sword-text-kjv chromium chromium-driver; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  missing=$(for p in sword-text-sparv sword-text-web sword-text-kjv chromium chromium-driver libjemalloc2 libtcmalloc-minimal4; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then
     echo "== installing Debian packages: $missing"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; }; then

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run-dir", type=Path, default=None, help="overrides the config's run_dir")
     parser.add_argument("--restart", action="store_true", help="ignore latest.pt and start from scratch")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, preload_allocator=True)  # see training/allocator.py
 
 
 def run(args: argparse.Namespace) -> None:
