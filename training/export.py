@@ -81,7 +81,8 @@ def state_names(model: Seq2Seq) -> list[str]:
 
 
 class EncoderGraph(nn.Module):
-    """src [N,S], src_lengths [N] → states [N,S,2H], keys [N,S,K], mask [N,S], h [N,L,D], c [N,L,D](, feed [N,A])."""
+    """src [N,S], src_lengths [N] → states [N,S,2H], keys [N,S,K] or [N,K,S] (see
+    :meth:`~rnnmt.training.model.Attention.keys`), mask [N,S], h [N,L,D], c [N,L,D](, feed [N,A])."""
 
     def __init__(self, model: Seq2Seq) -> None:
         super().__init__()
@@ -94,7 +95,7 @@ class EncoderGraph(nn.Module):
 
 class DecoderStepGraph(nn.Module):
     """One step over R rows: prev [R], beam_scores [R], eos_bias [R], k (scalar), states [R,S,2H],
-    keys [R,S,K], mask [R,S], then the state (rows first) → topk_scores [R,k], topk_ids [R,k], next state."""
+    keys [R,S,K] or [R,K,S], mask [R,S], then the state (rows first) → topk_scores [R,k], topk_ids [R,k], next state."""
 
     def __init__(self, model: Seq2Seq) -> None:
         super().__init__()
@@ -176,6 +177,7 @@ def export_graphs(
         states, keys, mask, *state = encoder(src, lengths)
     rows = {0: "rows"}
     memory_axes = {name: {0: "rows", 1: "src_len"} for name in MEMORY_NAMES}
+    memory_axes["keys"] = {0: "rows", model.decoder.attention.keys_src_axis: "src_len"}
     step_args: tuple[Tensor, ...] = (
         torch.full((2,), BOS_ID),
         torch.zeros(2),

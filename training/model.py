@@ -64,18 +64,26 @@ class Attention(nn.Module):
             self.energy_layer = nn.Linear(config.attention_size, 1, bias=False)
         elif self.kind == "general":
             self.key_layer = nn.Linear(enc_size, config.decoder_hidden, bias=False)
+        self.keys_src_axis = 1 if self.kind == "bahdanau" else 2  # the axis of S in keys
 
     def keys(self, states: Tensor) -> Tensor:
-        """states [B,S,2H] → keys [B,S,K], computed once per source."""
-        return states if self.kind == "dot" else self.key_layer(states)
+        """states [B,S,2H] → keys, computed once per source: [B,S,K] for bahdanau, else [B,K,S].
+
+        Transposed here, so that a step's scores are a plain batched MatMul: for a transposed operand
+        onnxruntime picks its kernel by the source length, and a sentence's scores changed in the last
+        bit between a batch (padded to a longer S) and alone."""
+        if self.kind == "bahdanau":
+            return self.key_layer(states)
+        return (states if self.kind == "dot" else self.key_layer(states)).transpose(1, 2)
 
     def forward(self, query: Tensor, keys: Tensor, states: Tensor, mask: Tensor) -> Tensor:
-        """query [B,T,D], keys [B,S,K], states [B,S,2H], mask [B,S] (True = real token) → context [B,T,2H]."""
+        """query [B,T,D], keys (see :meth:`keys`), states [B,S,2H], mask [B,S] (True = real token) →
+        context [B,T,2H]."""
         if self.kind == "bahdanau":
             energies = torch.tanh(self.query_layer(query).unsqueeze(2) + keys.unsqueeze(1))
             scores = self.energy_layer(energies).squeeze(-1)
         else:
-            scores = torch.bmm(query, keys.transpose(1, 2))
+            scores = torch.bmm(query, keys)
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
         return torch.bmm(torch.softmax(scores, dim=-1), states)
 
@@ -170,7 +178,8 @@ class Seq2Seq(nn.Module):
         self.decoder = Decoder(tgt_vocab, config)
 
     def encode(self, src: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, DecoderState]:
-        """src [B,S], lengths [B] → states [B,S,2H], keys [B,S,K], mask [B,S] (bool), initial state."""
+        """src [B,S], lengths [B] → states [B,S,2H], keys ([B,S,K] or [B,K,S]: :meth:`Attention.keys`),
+        mask [B,S] (bool), initial state."""
         states, final = self.encoder(src, lengths)
         mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < lengths.unsqueeze(1)
         return states, self.decoder.attention.keys(states), mask, self.decoder.initial_state(final)

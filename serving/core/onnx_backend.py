@@ -1,8 +1,8 @@
 """The beam-search backend over the exported graphs: two onnxruntime sessions, numpy arrays, no torch.
 
-Memory is ``(states [R,S,2H], keys [R,S,K], mask [R,S] bool)``; the state is the package's
-``decoder_state`` tensors, each with rows first (``state_h [R,L,D]``, ``state_c [R,L,D]``, optionally
-``state_feed [R,A]``). The decoder step returns only the top-k scores and ids per row.
+Memory is ``(states [R,S,2H], keys [R,K,S], mask [R,S] bool)`` (keys [R,S,K] for bahdanau attention and
+in packages exported before keys were transposed); the state is the package's ``decoder_state``
+tensors, each with rows first (``state_h [R,L,D]``, ``state_c [R,L,D]``, optionally ``state_feed [R,A]``). The decoder step returns only the top-k scores and ids per row.
 
 With a :class:`~rnnmt.serving.core.shortlist.Shortlist`, the memory also holds each row's set as
 ``positions [R,L]`` into the batch's union ``vocab [C]``; the union is batch-wide (:class:`BatchWide`),
