@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,9 @@ def measure(values: dict[str, Any], size: int, args: argparse.Namespace, long_ru
         shutil.rmtree(old) if old.is_dir() else old.unlink()
     shutil.rmtree(work / "cache", ignore_errors=True)
     cold = training_watch.train(config, work / "run-cold", "--restart")
+    built = re.search(r"corpus store: .* in \S+ \(([\d,]+) pairs/s\)", (work / "run-cold.log").read_text())
     result |= {
+        "store_pairs_per_s": int(built[1].replace(",", "")) if built else None,
         "store_bytes": disk_bytes(work / "cache"),
         "cold_first_step_s": round(cold.first_record_s or 0, 1),
         "rss_at_step_200": cold.rss_at_step,
@@ -119,11 +122,14 @@ def measure(values: dict[str, Any], size: int, args: argparse.Namespace, long_ru
     }
     warm_dir = work / "run-warm"
     shutil.copytree(work / "run-cold" / "tokenizer", warm_dir / "tokenizer")
-    extra = ["--max-minutes", str(args.long_minutes)] if long_run else []
     if long_run:
-        values["train"] |= {"max_steps": 0, "log_every": 50, "validate_every": 800}
+        values["train"] |= {
+            "max_steps": 0,
+            "max_minutes": args.long_minutes,
+            "validate_every": 800,
+        }
         config.write_text(yaml.safe_dump(values))
-    warm = training_watch.train(config, warm_dir, *extra)
+    warm = training_watch.train(config, warm_dir)
     result |= {
         "warm_first_step_s": round(warm.first_record_s or 0, 1),
         "warm_steps_per_s": round(warm.steps_per_s(after_step=20), 3),
@@ -162,13 +168,15 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     print(
-        f"\n{'pairs':>11} {'prep s':>7} {'pairs/s':>8} {'text GB':>8} {'store GB':>8} {'cold 1st s':>10} "
+        f"\n{'pairs':>11} {'prep s':>7} {'pairs/s':>8} {'text GB':>8} {'store p/s':>9} {'store GB':>8} "
+        f"{'cold 1st s':>10} "
         f"{'warm 1st s':>10} {'RSS@200':>8} {'steps/s':>8} {'warm max':>8}"
     )
     for r in results:
         print(
             f"{r['pairs']:>11,} {r['prepare_s']:>7.0f} {r['prepare_pairs_per_s']:>8,} "
-            f"{r['text_bytes'] / 1e9:>8.2f} {r['store_bytes'] / 1e9:>8.2f} {r['cold_first_step_s']:>10.0f} "
+            f"{r['text_bytes'] / 1e9:>8.2f} {r['store_pairs_per_s'] or 0:>9,} {r['store_bytes'] / 1e9:>8.2f} "
+            f"{r['cold_first_step_s']:>10.0f} "
             f"{r['warm_first_step_s']:>10.0f} {(r['rss_at_step_200'] or 0) / GIB:>8.2f} "
             f"{r['warm_steps_per_s']:>8.2f} {r['warm_rss_max'] / GIB:>8.2f}"
         )

@@ -64,16 +64,14 @@ def train(
     config: Path, run_dir: Path, *args: str, env: dict[str, str] | None = None, rss_step: int = 200
 ) -> Watched:
     """Run `rnnmt train config --run-dir run_dir *args`, sampling it every second until it exits; its
-    stderr goes to ``<run_dir>.log``. A failure is a SystemExit with the log's end."""
+    stdout and stderr go to ``<run_dir>.log``. A failure is a SystemExit with the log's end."""
     rnnmt = Path(sys.executable).with_name("rnnmt")
     command = [str(rnnmt), "train", str(config), "--run-dir", str(run_dir), *args]
     log = run_dir.with_name(run_dir.name + ".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=stderr
-        )
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=output, stderr=output)
     watched = Watched()
     metrics = run_dir / "metrics.jsonl"
     while process.poll() is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sentencepiece as spm
 from conftest import toy_pairs
 
 from rnnmt.errors import RnnmtError
@@ -141,3 +142,23 @@ def test_ranks_share_an_epoch_evenly_and_cover_every_example_once() -> None:
         assert sorted(covered.tolist()) == list(range(3_001))
     one = make_batches(src[:1], tgt[:1], 1_500, seed=1, epoch=0, world=2)
     assert one.shard(0, 2) == one.shard(1, 2) == [0]  # fewer examples than ranks: batch 0 again
+
+
+def test_the_tokenizer_learns_from_a_seeded_sample_of_the_lines(tmp_path: Path) -> None:
+    # 4,000 lines, each of its own character: the pieces show which lines the sample held.
+    lines = [chr(0x4E00 + i) * 3 for i in range(4000)]
+
+    def learned(seed: int, name: str) -> set[str]:
+        model = tmp_path / f"{name}.model"
+        train_sentencepiece(iter(lines), model, 800, max_sentences=200, seed=seed)
+        processor = spm.SentencePieceProcessor(model_file=str(model))
+        pieces = {processor.id_to_piece(i) for i in range(processor.get_piece_size())}
+        return {c for piece in pieces for c in piece if "\u4e00" <= c <= "\u9fff"}
+
+    first = learned(1, "a")
+    assert 0 < len(first) <= 200  # from the sample alone
+    assert (
+        learned(1, "b") == first
+        and (tmp_path / "a.model").read_bytes() == (tmp_path / "b.model").read_bytes()
+    )
+    assert learned(2, "c") != first

@@ -7,8 +7,11 @@ ids everywhere. Special ids are fixed for every model rnnmt trains: pad 0, unk 1
 from __future__ import annotations
 
 import io
+import itertools
+import math
+import random
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -25,6 +28,28 @@ SPECIAL_PIECES = 4  # pad, unk, bos, eos
 # SentencePiece's message when the vocabulary cannot hold the corpus's characters and the special pieces:
 # "Vocabulary size is smaller than required_chars. 30 vs 32. ..." (asked vs needed).
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. *\d+ vs (\d+)")
+
+
+def reservoir_sample(items: Iterable[str], size: int, rng: random.Random) -> list[str]:
+    """A uniform random sample of ``size`` of ``items`` (all of them, in order, when there are fewer),
+    in one pass and ``size`` items of memory: Li's algorithm L, which draws a random number per item kept
+    rather than per item read."""
+    stream = iter(items)
+    sample = list(itertools.islice(stream, size))
+    if len(sample) < size:
+        return sample
+
+    def uniform() -> float:  # in (0, 1): a logarithm's argument
+        return max(rng.random(), 5e-324)
+
+    weight = math.exp(math.log(uniform()) / size)
+    while True:
+        skip = math.floor(math.log(uniform()) / math.log1p(-weight))
+        taken = list(itertools.islice(stream, skip, skip + 1))
+        if not taken:
+            return sample
+        sample[rng.randrange(size)] = taken[0]
+        weight *= math.exp(math.log(uniform()) / size)
 
 
 class Tokenizer:
@@ -72,9 +97,10 @@ def train_sentencepiece(
 ) -> Tokenizer:
     """Train a SentencePiece model on ``texts`` and write it to ``model_file`` (``*.model``).
 
-    SentencePiece reads ``texts`` through (a stream is fine) and learns from a random sample of at most
-    ``max_sentences`` of them (reservoir sampling, seeded by ``seed``), so its time and memory stay
-    bounded whatever the corpus's size. An :class:`RnnmtError` raised by the stream is raised again.
+    ``texts`` is read through once (a stream is fine) and SentencePiece learns from a uniform random
+    sample of at most ``max_sentences`` of them (:func:`reservoir_sample`, seeded by ``seed``: the same
+    texts and seed give the same model in any process), so its time and memory stay bounded whatever the
+    corpus's size. (SentencePiece's own sampling, ``input_sentence_size``, ignores its seed.)
 
     A vocab size larger than the corpus supports is lowered to what it supports (tiny corpora in tests).
     One too small to hold the corpus's characters and the special pieces is an :class:`RnnmtError` that
@@ -84,27 +110,19 @@ def train_sentencepiece(
     if model_type not in MODEL_TYPES:
         raise RnnmtError(f"tokenizer model_type must be one of {MODEL_TYPES}, not {model_type!r}")
     model_file.parent.mkdir(parents=True, exist_ok=True)
+    sample = reservoir_sample(texts, max_sentences, random.Random(seed))
     buffer = io.BytesIO()
-    failures: list[RnnmtError] = []
-
-    def guarded() -> Iterator[str]:
-        try:
-            yield from texts
-        except RnnmtError as exc:  # SentencePiece would only see the iterator end
-            failures.append(exc)
-
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=guarded(),
+            sentence_iterator=iter(sample),
             model_writer=buffer,
             # Under SPECIAL_PIECES SentencePiece fails before counting the characters, so it would not
             # say what size works; with SPECIAL_PIECES it fails after (any text needs more), and says.
             vocab_size=max(vocab_size, SPECIAL_PIECES),
             model_type=model_type,
             character_coverage=character_coverage,
-            input_sentence_size=max_sentences,
-            shuffle_input_sentence=True,
+            input_sentence_size=0,  # the whole sample
             hard_vocab_limit=False,
             pad_id=PAD_ID,
             unk_id=UNK_ID,
@@ -115,14 +133,10 @@ def train_sentencepiece(
             minloglevel=2,
         )
     except RuntimeError as exc:
-        if failures:
-            raise failures[0] from None
         needed = _TOO_SMALL.search(str(exc))
         if needed:
             raise _too_small(vocab_size, int(needed[1]), character_coverage, model_file) from None
         raise RnnmtError(f"SentencePiece could not train {model_file}: {exc}") from None
-    if failures:
-        raise failures[0]
     tokenizer = Tokenizer(buffer.getvalue(), str(model_file))
     if vocab_size < SPECIAL_PIECES:  # trained with SPECIAL_PIECES: the size that works
         raise _too_small(vocab_size, tokenizer.vocab_size, character_coverage, model_file)

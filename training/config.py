@@ -133,8 +133,8 @@ def validate(config: RunConfig) -> RunConfig:
         raise RnnmtError(f"train.device must be auto, cpu, cuda or cuda:N, not {t.device!r}")
     if t.pad_to < 1:
         raise RnnmtError("train.pad_to must be at least 1")
-    if config.tokenizer.max_sentences < 1:
-        raise RnnmtError("tokenizer.max_sentences must be at least 1")
+    if config.tokenizer.max_sentences <= 100:
+        raise RnnmtError("tokenizer.max_sentences must be over 100 (SentencePiece samples no fewer)")
     if t.scheduler not in SCHEDULERS:
         raise RnnmtError(f"train.scheduler must be one of {SCHEDULERS}, not {t.scheduler!r}")
     if t.max_steps <= 0 and t.max_epochs <= 0 and t.max_minutes <= 0:

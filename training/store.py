@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnmt.errors import RnnmtError
-from rnnmt.progress import Progress
+from rnnmt.progress import Progress, format_duration
 from rnnmt.tokenizers.sentencepiece import EOS_ID, Tokenizer
 from rnnmt.training.batching import Example
 from rnnmt.training.corpus import read_chunks
@@ -200,5 +201,12 @@ def build_store(
         with (partial / name).open("rb") as written:
             os.fsync(written.fileno())
     partial.rename(folder)
-    logger.info("corpus store: %s pairs kept of %s read", f"{kept:,}", f"{read:,}")
+    seconds = time.monotonic() - progress.start
+    logger.info(
+        "corpus store: %s pairs kept of %s read in %s (%s pairs/s)",
+        f"{kept:,}",
+        f"{read:,}",
+        format_duration(seconds),
+        f"{read / max(seconds, 1e-9):,.0f}",
+    )
     return manifest
