@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from servers import ServerThread, running, start_process, wait_until
+from servers import ServerThread, running, scrape, start_process, start_server_process, wait_until
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.client import TranslatorClient
@@ -201,30 +201,36 @@ def resident_mib(pid: int) -> float:
 def test_memory_stays_flat_over_reloads_of_new_versions(tmp_path: Path) -> None:
     """20 reloads, each loading a new version of the shipped es→en model (10 MB of graphs) and unloading
     the one before, leave the server's resident memory where one model put it: the models unloaded are
-    freed at once and their memory goes back to the system (without: 142 → 353 MiB here, growing by some
-    10 MiB a reload)."""
+    freed once the last call lets go of them and their memory goes back to the system (without: 142 → 353
+    MiB here, growing by some 10 MiB a reload). Each reading waits until no unloaded model is still held.
+
+    The readings move by up to some 20 MiB with no trend: the model loaded lives in the C library's
+    arenas of the threads that loaded and ran it, which hold 45-65 MiB for it depending on which
+    threads those were (seen in /proc/PID/smaps). Growth is judged on medians against a bound above
+    that."""
     shipped = Path(__file__).parents[1] / "models" / "bible-es-en"
     repository = tmp_path / "repo"
     add_version(repository, shipped, "1")
-    process, address = start_process(
-        "--model-dir", str(repository), "--workers", "1", "--admin-token", ADMIN, "--allow-insecure-token"
-    )
+    server = start_server_process(
+        "--model-dir", str(repository), "--workers", "1", "--admin-token", ADMIN, "--allow-insecure-token",
+        "--metrics-port", "0",
+    )  # fmt: skip
     try:
-        with TranslatorClient(address, timeout=120) as c:
+        with TranslatorClient(server.address, timeout=120) as c:
             c.translate(["El perro come pan."])
-            resident = [resident_mib(process.pid)]
+            resident = [resident_mib(server.process.pid)]
             for version in range(2, 22):
                 add_version(repository, shipped, str(version))
                 report = c.reload_models(ADMIN)
                 assert [v.model_version for v in report.loaded] == [str(version)]
                 assert [v.model_version for v in report.unloaded] == [str(version - 1)]
                 shutil.rmtree(repository / "toy" / str(version - 1))
-                c.translate(["El perro come pan."])  # after the release queued when the old model was freed
-                resident.append(resident_mib(process.pid))
+                c.translate(["El perro come pan."])  # the worker lets go of the model it ran last
+                wait_until(lambda: scrape(server.metrics_port, "rnnmt_models_unloaded_unfreed") == 0)
+                resident.append(resident_mib(server.process.pid))
     finally:
-        process.terminate()
-        assert process.wait(timeout=30) == 0
-    # Medians of five: a reading can still hold a model that a worker is about to let go of.
+        server.process.terminate()
+        assert server.process.wait(timeout=30) == 0
     early, late = statistics.median(resident[1:6]), statistics.median(resident[16:21])
-    assert late - early < 15, resident  # no growth from reload to reload
-    assert late - resident[0] < 30, resident  # nor memory kept from the models unloaded
+    assert late - early < 40, resident  # no growth from reload to reload (10 MiB a reload: 150)
+    assert late - resident[0] < 40, resident  # nor memory kept from the models unloaded (without: 210)

@@ -174,7 +174,8 @@ class TranslationServer:
             gc.collect()
         await asyncio.to_thread(release_freed_memory)
         for model in report.unloaded:
-            release_when_freed(model.translator, asyncio.get_running_loop())
+            m.unfreed.inc()
+            release_when_freed(model.translator, asyncio.get_running_loop(), m.unfreed.dec)
         return report
 
     async def _poll(self, seconds: float) -> None:

@@ -113,6 +113,12 @@ class Metrics:
             ["model", "version", "content"],
             registry=r,
         )
+        self.unfreed = Gauge(
+            "rnnmt_models_unloaded_unfreed",
+            "Models a reload stopped serving that a call still holds: their memory goes back to the system"
+            " when the last call lets go of them.",
+            registry=r,
+        )
 
     def serving(self, versions: Iterable[tuple[str, str, str]]) -> None:
         """Set the served gauge to these (model, version, content version) triples, and only these."""

@@ -129,14 +129,20 @@ def release_freed_memory() -> None:
         MALLOC_TRIM(0)
 
 
-def release_when_freed(translator: Translator, loop: asyncio.AbstractEventLoop) -> None:
-    """Run :func:`release_freed_memory` on ``loop`` once ``translator`` is freed, by whichever thread
-    drops it last. (A weakref callback runs before the object's attributes, its sessions, are freed:
-    the release is queued for after.)"""
+def release_when_freed(
+    translator: Translator, loop: asyncio.AbstractEventLoop, released: Callable[[], None]
+) -> None:
+    """Run :func:`release_freed_memory`, then ``released``, on ``loop`` once ``translator`` is freed, by
+    whichever thread drops it last. (A weakref callback runs before the object's attributes, its
+    sessions, are freed: the release is queued for after.)"""
+
+    def release() -> None:
+        release_freed_memory()
+        released()
 
     def queue_release() -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped
-            loop.call_soon_threadsafe(release_freed_memory)
+            loop.call_soon_threadsafe(release)
 
     weakref.finalize(translator, queue_release).atexit = False
 
