@@ -27,3 +27,13 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+
+# The npm LibreTranslate client the tests run against `rnnmt serve` (tests/clients), with the dev extras.
+if [[ ",$extras," == *",dev,"* ]] && command -v npm >/dev/null; then
+  lock="tests/clients/node_modules/.installed-$(sha256sum tests/clients/package-lock.json | cut -c1-16)"
+  if [ ! -f "$lock" ]; then
+    echo "== installing the npm test clients into tests/clients/node_modules"
+    npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+    touch "$lock"
+  fi
+fi

@@ -18,7 +18,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -222,10 +222,14 @@ def best(outputs: list[Output], alpha: float, n: int) -> list[tuple[tuple[int, .
 def expected(
     model: Model, source: Sequence[int], options: SearchOptions
 ) -> list[tuple[tuple[int, ...], float]]:
-    """What a search that keeps every prefix must return: the n best outputs finished by its stop."""
+    """What a search that keeps every prefix must return: the best output finished by the step where a
+    search for one stops, then the n - 1 best of the others finished by its own stop."""
     outputs = enumerate_outputs(model, source, options)
+    alpha, one = options.length_penalty, replace(options, n_best=1)
+    (first,) = best([o for o in outputs if o.length <= stopping_step(outputs, model, source, one)], alpha, 1)
     stop = stopping_step(outputs, model, source, options)
-    return best([o for o in outputs if o.length <= stop], options.length_penalty, options.n_best)
+    others = [o for o in outputs if o.length <= stop and o.tokens != first[0]]
+    return [first, *best(others, alpha, options.n_best - 1)]
 
 
 def found(hyps: list[Hypothesis]) -> list[tuple[tuple[int, ...], float]]:
@@ -270,9 +274,9 @@ def test_a_full_beam_finds_the_best_output(min_output_tokens: int) -> None:
 def test_a_full_beam_returns_the_n_best_outputs_finished_by_its_stop(
     alpha: float, n_best: int, min_output_tokens: int
 ) -> None:
-    """With every prefix kept, the n best (length-normalised, best first) of the outputs that end at or
-    before the step at which the rule stops the search: all of them when the search reaches its maximum
-    length."""
+    """With every prefix kept: first the best (length-normalised) of the outputs that end at or before
+    the step at which the rule stops a search for one, then the best others of those that end by the
+    search's own stop (all of them when the search reaches its maximum length)."""
     options = SearchOptions(
         beam_size=full_beam(4),
         n_best=n_best,
@@ -287,8 +291,8 @@ def test_a_full_beam_returns_the_n_best_outputs_finished_by_its_stop(
         for source, hyps in zip(SOURCES, results, strict=True):
             context = f"{seed=} {source=}"
             assert_same(hyps, expected(model, source, options), context)
-            scores = [h.score for h in hyps]
-            assert scores == sorted(scores, reverse=True) and len(set(scores)) == n_best, context
+            scores = [h.score for h in hyps[1:]]
+            assert scores == sorted(scores, reverse=True), context
             assert len({tuple(h.tokens) for h in hyps}) == n_best, context
             assert all(len(h.tokens) >= min_output_tokens for h in hyps), context
             outputs = enumerate_outputs(model, source, options)
@@ -296,17 +300,22 @@ def test_a_full_beam_returns_the_n_best_outputs_finished_by_its_stop(
     assert stops == {True, False}, "the cases should cover both an early stop and the maximum length"
 
 
+LONGER_IS_BETTER = table_model(
+    {
+        BOS_ID: {A: 0.7, EOS_ID: 0.1, B: 0.1, C: 0.1},
+        A: {EOS_ID: 0.45, B: 0.44, A: 0.06, C: 0.05},
+        B: {EOS_ID: 0.98, A: 0.01, B: 0.005, C: 0.005},
+        C: {EOS_ID: 0.5, A: 0.25, B: 0.25},
+    }
+)
+"""For the source [A, EOS]: (A) ends first, and (A, B), found a step later, scores higher under a length
+penalty of 1."""
+
+
 def test_the_search_stops_when_its_best_candidate_ends_a_hypothesis() -> None:
     """The documented stopping rule, pinned: once the best candidate is EOS (and n_best are finished), the
     search ends, even where a length penalty would prefer a longer output that was still to come."""
-    model = table_model(
-        {
-            BOS_ID: {A: 0.7, EOS_ID: 0.1, B: 0.1, C: 0.1},
-            A: {EOS_ID: 0.45, B: 0.44, A: 0.06, C: 0.05},
-            B: {EOS_ID: 0.98, A: 0.01, B: 0.005, C: 0.005},
-            C: {EOS_ID: 0.5, A: 0.25, B: 0.25},
-        }
-    )
+    model = LONGER_IS_BETTER
     options = SearchOptions(beam_size=full_beam(4), max_output_tokens=4, length_penalty=1.0)
     outputs = enumerate_outputs(model, [A, EOS_ID], options)
     assert best(outputs, 1.0, 1)[0][0] == (A, B)  # ln(.7·.44·.98) / (8/6) > ln(.7·.45) / (7/6)
@@ -314,6 +323,23 @@ def test_the_search_stops_when_its_best_candidate_ends_a_hypothesis() -> None:
     (hyps,) = beam_search(backend, [[A, EOS_ID]], options)
     assert found(hyps) == [((A,), pytest.approx(math.log(0.7 * 0.45) / (7 / 6)))]
     assert len(backend.step_rows) == 2
+
+
+def test_alternatives_never_change_the_translation() -> None:
+    """An n-best list starts with what n_best 1 gives, even when an alternative found later scores higher."""
+    # Four outputs end by step 2 ((), (A), (B), (C)): a fifth keeps the search going to (A, B).
+    options = SearchOptions(beam_size=full_beam(4), n_best=5, max_output_tokens=4, length_penalty=1.0)
+    (hyps,) = beam_search(FakeBackend(LONGER_IS_BETTER, options.beam_size + 1), [[A, EOS_ID]], options)
+    assert [tuple(h.tokens) for h in hyps[:2]] == [(A,), (A, B)]
+    assert hyps[1].score > hyps[0].score
+    for seed in SEEDS:
+        model = random_model(seed, eos_offset=-1.0)
+        for alpha in (0.0, 1.0, 3.0):
+            one = SearchOptions(beam_size=4, max_output_tokens=6, length_penalty=alpha)
+            alone = beam_search(FakeBackend(model), SOURCES, one)
+            for n_best in (2, 4):
+                listed = beam_search(FakeBackend(model), SOURCES, replace(one, n_best=n_best))
+                assert [h[:1] for h in listed] == alone, f"{seed=} {alpha=} {n_best=}"
 
 
 def test_only_eos_among_the_top_k_candidates_ends_a_hypothesis() -> None:

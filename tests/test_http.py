@@ -101,7 +101,7 @@ def test_libretranslate_clients_work_unchanged(server: ServerThread) -> None:
         form=True,
     )
     assert status == 200 and body["translatedText"] == ["A cat drinks water.", TRANSLATED]
-    assert body["detectedLanguage"]["language"] == "es"
+    assert body["detectedLanguage"] == [{"confidence": 100.0, "language": "es"}] * 2
     status, body = call(
         port, "/translate", {"q": "Un gato bebe agua.", "source": "es", "target": "en", "alternatives": 2}
     )
@@ -129,6 +129,7 @@ def test_the_page_and_the_openapi_document_are_served(server: ServerThread) -> N
         "/v1/models",
         "/translate",
         "/languages",
+        "/frontend/settings",
     }
 
 

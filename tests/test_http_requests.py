@@ -165,10 +165,21 @@ def test_alternatives_are_checked_at_the_edge(port: int, value: Any) -> None:
     )
 
 
-@pytest.mark.parametrize(("value", "count"), [(15, 15), ("2", 2), (3.0, 3), ("", 0), (0, 0)])
-def test_alternatives_up_to_the_largest_beam(port: int, value: Any, count: int) -> None:
+@pytest.mark.parametrize(("value", "count"), [(4, 4), ("2", 2), (3.0, 3), ("", 0), (0, 0)])
+def test_alternatives_up_to_the_models_beam(port: int, value: Any, count: int) -> None:
+    """The toy model's beam is 5: up to 4 alternatives, fewer where some are the same text."""
     status, _, answer = send(port, "/translate", {**TRANSLATE, "alternatives": value})
-    assert status == 200 and len(answer.get("alternatives", [])) == count
+    assert status == 200
+    assert 1 <= len(answer["alternatives"]) <= count if count else "alternatives" not in answer
+
+
+@pytest.mark.parametrize("value", [5, 15])
+def test_alternatives_beyond_the_models_beam_are_refused(port: int, value: int) -> None:
+    """A wider beam would change the translation itself: refused rather than done silently."""
+    assert send(port, "/translate", {**TRANSLATE, "alternatives": value})[::2] == (
+        400,
+        {"error": "Invalid request: alternatives must be at most 4 with this model"},
+    )
 
 
 def run_asgi(app: Starlette, path: str) -> tuple[int, Any]:

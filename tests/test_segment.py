@@ -12,6 +12,7 @@ from servers import running
 
 from rnnmt.cli import main
 from rnnmt.serving.core.segment import split_sentences
+from rnnmt.serving.core.translator import TextHypothesis, join_translations
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -52,6 +53,24 @@ def test_every_text_of_words_punctuation_and_breaks_comes_back_unchanged(text: s
 # -- through the server ---------------------------------------------------------------------------------
 
 
+def test_the_kth_translation_of_a_text_joins_the_kth_of_each_sentence() -> None:
+    """A sentence with fewer hypotheses (an empty one has a single) gives its last to the others."""
+    segmented = [split_sentences("Uno. Dos.\n\nTres.", "es"), split_sentences("", "es")]
+    results = [
+        [TextHypothesis("One.", -1.0), TextHypothesis("A one.", -2.0), TextHypothesis("1.", -3.0)],
+        [TextHypothesis("Two.", -0.5)],
+        [TextHypothesis("Three.", -0.25), TextHypothesis("3.", -4.0), TextHypothesis("Tree.", -5.0)],
+    ]
+    assert join_translations(segmented, results) == [
+        [
+            TextHypothesis("One. Two.\n\nThree.", -1.75 / 3),
+            TextHypothesis("A one. Two.\n\n3.", -6.5 / 3),
+            TextHypothesis("1. Two.\n\nTree.", -8.5 / 3),
+        ],
+        [TextHypothesis("", 0.0)],
+    ]
+
+
 def test_the_server_translates_a_paragraph_sentence_by_sentence_and_keeps_its_layout(model_dir: Path) -> None:
     paragraph = "El perro come pan. Un gato bebe agua.\n\n  El niño ve pan.\n"
     long_text = " ".join(
@@ -76,13 +95,14 @@ def test_the_server_translates_a_paragraph_sentence_by_sentence_and_keeps_its_la
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         split = stub.Translate(pb.TranslateRequest(texts=[long_text], split_sentences=True), timeout=30)
         assert split.translations[0].hypotheses[0].text == " ".join(["The dog eats bread."] * 50)
-        with pytest.raises(grpc.RpcError) as nbest:
-            options = pb.DecodingOptions(n_best=2, beam_size=2)
-            stub.Translate(
-                pb.TranslateRequest(texts=[paragraph], split_sentences=True, options=options), timeout=30
-            )
-        assert nbest.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "n_best must be 1 with split_sentences" in nbest.value.details()
+        # n-best with splitting: the k-th joins each sentence's k-th; the first is the translation itself
+        request = pb.TranslateRequest(texts=[paragraph], split_sentences=True)
+        one = stub.Translate(request, timeout=30).translations[0].hypotheses
+        request.options.CopyFrom(pb.DecodingOptions(n_best=3))
+        three = stub.Translate(request, timeout=30).translations[0].hypotheses
+        assert len(three) == 3 and three[0].text == one[0].text and three[0].score == one[0].score
+        assert all(h.text.count("\n") == 3 and h.text.startswith("The ") for h in three)
+        assert len({h.text for h in three}) > 1
 
 
 def test_a_batch_job_translates_a_document_of_paragraphs_and_keeps_its_layout(
@@ -109,21 +129,9 @@ def test_a_batch_job_translates_a_document_of_paragraphs_and_keeps_its_layout(
         out.read_text(encoding="utf-8")
         == "The dog eats bread.  A cat drinks water.\n\n  The boy sees bread.\n"
     )
-    assert (
-        main(
-            [
-                "batch",
-                str(document),
-                "--out",
-                str(tmp_path / "x"),
-                "--model",
-                str(model_dir),
-                "--split-sentences",
-                "--n-best",
-                "2",
-                "--beam-size",
-                "2",
-            ]
-        )
-        == 2
-    )
+    nbest = tmp_path / "nbest.en"
+    args = ["batch", str(document), "--out", str(nbest), "--model", str(model_dir), "--split-sentences"]
+    assert main([*args, "--n-best", "2"]) == 0
+    lines = nbest.read_text(encoding="utf-8").splitlines()  # text, score, text, score per line
+    assert [line.split("\t")[0] for line in lines] == out.read_text(encoding="utf-8").splitlines()
+    assert all(len(line.split("\t")) == 4 for line in lines if line)

@@ -31,7 +31,7 @@ from rnnmt.errors import RnnmtError
 from rnnmt.serving.client import MIB, TranslatorClient
 from rnnmt.serving.core.options import Decoding
 from rnnmt.serving.core.package import find_packages
-from rnnmt.serving.core.translator import TextHypothesis, Translator, check_split
+from rnnmt.serving.core.translator import TextHypothesis, Translator
 
 RETRYABLE = (
     grpc.StatusCode.UNAVAILABLE,
@@ -92,8 +92,6 @@ class EngineBackend:
         self.options = self.translator.default_options.overlay(decoding)
         try:
             self.translator.check_options(self.options)
-            if split_sentences:
-                check_split(self.options)
         except RnnmtError as exc:
             raise RnnmtError(f"options.{exc}") from None
 

@@ -12,6 +12,11 @@ row proposes its best K+1 continuations; a sentence's candidates are ranked by c
 EOS among the top K finishes a hypothesis (scored by log-prob / GNMT length penalty); the best K
 non-EOS candidates continue. A sentence is done when its top candidate is EOS and it has n_best finished
 hypotheses, or at its maximum length, when the surviving hypotheses are finished as they stand.
+
+An n-best list starts with the translation that ``n_best`` 1 gives, whatever ``n_best`` is: the best
+finished hypothesis at the step where a search for one would have stopped (its top candidate EOS with
+one finished, or its maximum length), then the best of the others found by the end. A hypothesis found
+later may score higher than that first one; asking for alternatives never changes the translation.
 """
 
 from __future__ import annotations
@@ -77,8 +82,8 @@ class BeamSearch:
     batches, and drop sentences (a cancelled request's) between steps without touching the others.
 
     ``sources`` are source ids (EOS appended, each non-empty); creating the search encodes them. Call
-    :meth:`step` until :attr:`done`, then :meth:`results`: per source its ``n_best`` hypotheses, best
-    first (none for a dropped source).
+    :meth:`step` until :attr:`done`, then :meth:`results`: per source its ``n_best`` hypotheses, the
+    translation of ``n_best`` 1 first, then the best others (none for a dropped source).
     """
 
     def __init__(self, backend: DecoderBackend, sources: Sequence[Sequence[int]], options: SearchOptions):
@@ -94,6 +99,7 @@ class BeamSearch:
         self.alive = np.arange(n)  # batch index of each sentence still searched
         self.max_len = np.array([options.max_length(int(x)) for x in lengths])
         self.finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+        self.first: list[Hypothesis | None] = [None] * n  # the translation of n_best 1, once known
         self.beam_scores = np.full((n, k), -np.inf, dtype=np.float32)
         self.beam_scores[:, 0] = 0.0  # the first step expands one hypothesis per sentence
         self.history = np.empty((n * k, 0), dtype=np.int64)  # [R,t] output ids so far
@@ -147,6 +153,10 @@ class BeamSearch:
                 Hypothesis(self.history[i * k + b].tolist(), float(self.beam_scores[i, b] / penalty))
                 for b in range(k)
             )
+        for i in np.nonzero((is_eos[:, 0] & (n_done >= 1)) | at_limit)[0]:  # where n_best 1 would stop
+            a = self.alive[i]
+            if self.first[a] is None:
+                self.first[a] = ranked(self.finished[a])[0]
         done = (is_eos[:, 0] & (n_done >= options.n_best)) | at_limit
         if done.any():  # finished sentences leave: their memory rows, state rows and bookkeeping
             kept = np.nonzero(~done)[0]
@@ -159,7 +169,7 @@ class BeamSearch:
         finished keeps its own); the others are unaffected."""
         dropped = np.isin(self.alive, sources)
         for i in self.alive[dropped]:
-            self.finished[i] = []
+            self.finished[i], self.first[i] = [], None
         if dropped.any():
             self.state = self.backend.take(self.state, self._keep(np.nonzero(~dropped)[0]))
 
@@ -174,7 +184,17 @@ class BeamSearch:
         return rows
 
     def results(self) -> list[list[Hypothesis]]:
-        return [sorted(hyps, key=lambda h: -h.score)[: self.options.n_best] for hyps in self.finished]
+        n_best, found = self.options.n_best, []
+        for first, hyps in zip(self.first, self.finished, strict=True):
+            found.append(
+                [] if first is None else [first, *(h for h in ranked(hyps) if h is not first)][:n_best]
+            )
+        return found
+
+
+def ranked(hypotheses: Sequence[Hypothesis]) -> list[Hypothesis]:
+    """Best score first; equal scores in the order they were found."""
+    return sorted(hypotheses, key=lambda h: -h.score)
 
 
 def beam_search(

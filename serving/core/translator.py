@@ -198,11 +198,11 @@ class Translator:
     def translate(
         self, texts: Sequence[str], options: SearchOptions, split_sentences: bool = False
     ) -> list[list[TextHypothesis]]:
-        """Texts → per text its ``n_best`` translations, best first. A text over ``max_input_tokens``
-        pieces is an :class:`RnnmtError` naming its index. With ``split_sentences`` (``n_best`` 1), each
-        text is translated sentence by sentence and keeps its whitespace (:func:`join_translations`)."""
+        """Texts → per text its ``n_best`` translations, the translation of ``n_best`` 1 first (see
+        :mod:`~rnnmt.serving.core.beam_search`). A text over ``max_input_tokens`` pieces is an
+        :class:`RnnmtError` naming its index. With ``split_sentences``, each text is translated sentence
+        by sentence and keeps its whitespace (:func:`join_translations`)."""
         if split_sentences:
-            check_split(options)
             sources, segmented = self.prepare_split(texts)
             return join_translations(segmented, self.texts_of(self.translate_ids(sources, options)))
         return self.texts_of(self.translate_ids(self.tokenize(texts), options))
@@ -216,23 +216,21 @@ class Translator:
         return results
 
 
-def check_split(options: SearchOptions) -> None:
-    if options.n_best != 1:
-        raise RnnmtError(
-            "n_best must be 1 with split_sentences: a text's translation joins the best translation of "
-            "each of its sentences"
-        )
-
-
 def join_translations(
     segmented: Sequence[Segmented], results: Sequence[Sequence[TextHypothesis]]
 ) -> list[list[TextHypothesis]]:
-    """Per text, the best translations of its sentences (``results``, in order) joined with the text's
-    whitespace, scored with their mean score (0.0 for a text without sentences)."""
+    """Per text, its sentences' translations (``results``, in order) joined with the text's whitespace,
+    scored with their mean score (0.0 for a text without sentences): as many as its sentences have at
+    most, the k-th joining each sentence's k-th translation (its last where it has fewer), so every
+    sentence is in every one and the first joins the first of each."""
     sentences = iter(results)
     texts = []
     for seg in segmented:
-        best = [next(sentences)[0] for _ in seg.sentences]
-        score = sum(h.score for h in best) / len(best) if best else 0.0
-        texts.append([TextHypothesis(seg.join([h.text for h in best]), score)])
+        found = [next(sentences) for _ in seg.sentences]
+        joined = []
+        for k in range(max((len(hyps) for hyps in found), default=1)):
+            parts = [hyps[min(k, len(hyps) - 1)] for hyps in found]
+            score = sum(h.score for h in parts) / len(parts) if parts else 0.0
+            joined.append(TextHypothesis(seg.join([h.text for h in parts]), score))
+        texts.append(joined)
     return texts

@@ -244,5 +244,7 @@ OPENAPI: dict[str, Any] = {
         "/translate": {"post": {"summary": "LibreTranslate: translate q from source to target"}},
         "/languages": {"get": {"summary": "LibreTranslate: the languages and their targets"}},
         "/detect": {"post": {"summary": "LibreTranslate: detect the language of q among the sources served"}},
+        "/frontend/settings": {"get": {"summary": "LibreTranslate: what this server offers its page"}},
+        "/suggest": {"post": {"summary": "LibreTranslate: suggestions (403: not collected here)"}},
     },
 }

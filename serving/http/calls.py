@@ -130,9 +130,13 @@ class Door:
 
     async def body(self, request: Request, limit: int | None = None) -> dict[str, Any]:
         """A JSON object or a form body (see the module docstring) of at most ``limit`` bytes
-        (``max_body_bytes`` unless told), fields given more than once as lists; anything else is
-        INVALID_ARGUMENT (415 for another content type, 413 when too large)."""
+        (``max_body_bytes`` unless told), fields given more than once as lists, or ``{}`` for no body
+        and no type; anything else is INVALID_ARGUMENT (415 for another content type, 413 when too
+        large)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        headers = request.headers
+        if not kind and headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
+            return {}  # no body at all (its parameters are elsewhere)
         if kind not in (FORM, MULTIPART, "application/json") and not kind.endswith("+json"):
             raise HttpError(
                 grpc.StatusCode.INVALID_ARGUMENT,

@@ -1,9 +1,10 @@
 """Which language a text is in, among the source languages the server translates from: py3langid's
 model (a fork of langid.py, bundled with the library: nothing is downloaded) restricted to them.
 
-Detection reads the start of the text only, :data:`DETECT_CHARS` characters (a few thousand are plenty to
-tell languages apart, and py3langid's time grows with the length: 4 MB took half a second), on threads
-of the detector's own, :data:`DETECTING` at once, so that the event loop keeps serving other calls.
+Detection reads the start of each text only, :data:`DETECT_CHARS` characters (a few thousand are plenty
+to tell languages apart, and py3langid's time grows with the length: 4 MB took half a second), on
+threads of the detector's own, :data:`DETECTING` at once, so that the event loop keeps serving other
+calls; the texts of one call are classified one after another on one thread.
 """
 
 from __future__ import annotations
@@ -18,26 +19,15 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from rnnmt.serving.server.model_repository import ModelRepository
 
 DETECT_CHARS = 4096
-"""Characters read from the start of a text (of texts joined by spaces)."""
+"""Characters read from the start of a text."""
 
 DETECTING = 2
 """Detections running at once; more wait their turn."""
 
 
-def sample(texts: Sequence[str]) -> str:
-    """The start of ``texts`` joined by spaces: at most :data:`DETECT_CHARS` characters."""
-    parts: list[str] = []
-    room = DETECT_CHARS
-    for text in texts:
-        if room <= 0:
-            break
-        parts.append(text[:room])
-        room -= len(parts[-1]) + 1
-    return " ".join(parts)
-
-
 class LanguageDetector:
-    """``await detect(texts)`` → (language, confidence 0–100), choosing among the served source languages.
+    """``await detect(texts, among)`` → per text (language, confidence 0–100), choosing among the
+    languages ``among`` (the served source languages unless told).
 
     The identifier of each set of languages is a copy of the full one that is restricted once, before
     any thread uses it, and never changed after: py3langid's ``set_languages`` changes the identifier it
@@ -54,19 +44,24 @@ class LanguageDetector:
     def sources(self) -> list[str]:
         return sorted({m.translator.manifest.source_language for m in self.repository().served()})
 
-    async def detect(self, texts: Sequence[str]) -> tuple[str, float]:
-        languages = self.sources()
+    async def detect(
+        self, texts: Sequence[str], among: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        languages = sorted(set(self.sources() if among is None else among))
         if len(languages) == 1:
-            return languages[0], 100.0
+            return [(languages[0], 100.0)] * len(texts)
         known = tuple(lang for lang in languages if lang in self.known)
-        text = sample(texts)
-        return await asyncio.wrap_future(self._threads.submit(self._classify, known, text))
+        starts = [text[:DETECT_CHARS] for text in texts]
+        return await asyncio.wrap_future(self._threads.submit(self._classify, known, starts))
 
-    def _classify(self, languages: tuple[str, ...], text: str) -> tuple[str, float]:
-        """The language of ``text`` among ``languages`` (all py3langid knows if none), on any thread."""
+    def _classify(self, languages: tuple[str, ...], texts: Sequence[str]) -> list[tuple[str, float]]:
+        """The language of each text among ``languages`` (all py3langid knows if none), on any thread."""
         identifier = self._identifier(languages)
-        language, probability = identifier.classify(text)
-        return language, round(float(probability) * 100, 2)
+        found = []
+        for text in texts:
+            language, probability = identifier.classify(text)
+            found.append((language, round(float(probability) * 100, 2)))
+        return found
 
     def _identifier(self, languages: tuple[str, ...]) -> LanguageIdentifier:
         chosen, identifier = self._restricted

@@ -1,16 +1,26 @@
 """LibreTranslate's API on rnnmt's models, so that its clients, editor plugins and scripts work unchanged.
 
 - ``POST /translate``: ``q`` (a string or a list), ``source`` (a code, or ``auto``), ``target``,
-  ``format`` (``text``), ``alternatives`` (extra translations, at most the beam), ``api_key``; JSON or
-  form bodies. Answers ``{"translatedText": ...}`` (a string or a list, as ``q``), with
-  ``"alternatives"`` when asked and ``"detectedLanguage": {"confidence", "language"}`` for ``auto``.
+  ``format`` (``text``), ``alternatives`` (extra translations), ``api_key``. Answers
+  ``{"translatedText": ...}`` (a string or a list, as ``q``), with ``"alternatives"`` (a list per text)
+  when asked and, for ``auto``, ``"detectedLanguage": {"confidence", "language"}`` (a list of them, one
+  per text, for a list ``q``).
 - ``GET /languages``: ``[{"code", "name", "targets"}]``, one entry per source language served.
 - ``POST /detect``: ``[{"confidence", "language"}]``, among the source languages served.
+- ``GET /frontend/settings``: what this server offers LibreTranslate's page and clients (no token needed:
+  it says whether one is).
+- ``POST /suggest``: 403, suggestions are not collected here (LibreTranslate's answer when they are off).
 
-``source`` and ``target`` choose the served model with those languages (its latest version). Texts are
-translated sentence by sentence, keeping their layout, through the same batcher as every other call.
-``alternatives`` is a whole number from 0 to the largest beam less one (digits in a form; empty is 0).
-Language detection reads the start of the text only (:mod:`rnnmt.serving.http.detect`).
+Parameters come from the query string, a JSON body or a form body (JSON or form fields win over the
+query string's), as LibreTranslate reads them. ``source`` and ``target`` choose the served model with
+those languages (its latest version); with ``auto``, each text's language is detected among the
+sources that have a model to ``target`` and the texts go to their models. Texts are translated sentence
+by sentence, keeping their layout, through the same batcher as every other call. ``alternatives`` is a
+whole number (digits in a form; empty is 0), at most the model's beam less one: alternative k joins
+each sentence's k-th best translation (:func:`~rnnmt.serving.core.translator.join_translations`), the
+translation itself is the one asked without alternatives, and alternatives equal to it or to one before
+are left out, as LibreTranslate does. Language detection reads the start of each text only
+(:mod:`rnnmt.serving.http.detect`).
 Errors are ``{"error": "..."}`` with LibreTranslate's codes: 400 for a bad request, 403 for a missing or
 wrong ``api_key`` (checked only when the server has tokens), 429 when busy, 500 otherwise.
 
@@ -27,8 +37,10 @@ the limit is ``--max-message-bytes`` as everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from starlette.requests import Request
@@ -36,17 +48,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rnnmt.serving.core.options import MAX_BEAM_SIZE
-from rnnmt.serving.http.calls import Door, HttpError, bad, bearer, handle_errors
+from rnnmt.serving.http.calls import Door, HttpError, bad, bearer, fields, handle_errors
 from rnnmt.serving.http.detect import LanguageDetector
 from rnnmt.serving.server.model_repository import ServedModel, shorten
-from rnnmt.serving.server.service import TranslatorService
+from rnnmt.serving.server.service import TranslatorService, settle
 from rnnmt.v1 import translator_pb2 as pb
+
+T = TypeVar("T")
 
 TOKENLESS_BODY_BYTES = 64 * 1024
 """The largest body read, on a server with tokens, from a caller that gave no token before it (see the
 module docstring)."""
 
 MAX_ALTERNATIVES = MAX_BEAM_SIZE - 1
+
+FRONTEND_TIMEOUT_MS = 500
+"""How long LibreTranslate's page waits after a keystroke before it translates (its default)."""
 
 NAMES = {
     "ar": "Arabic", "ca": "Catalan", "de": "German", "el": "Greek", "en": "English", "es": "Spanish",
@@ -123,13 +140,14 @@ class LibreTranslate:
             raise bad(f"{shorten(target)} is not supported")
         return model
 
-    async def body(self, request: Request) -> dict[str, Any]:
-        """The body of a call whose token may be in it, as ``api_key``, once the token is accepted (see
-        the module docstring)."""
+    async def params(self, request: Request) -> dict[str, Any]:
+        """The call's parameters, the query string's with the body's over them, once the token is
+        accepted (see the module docstring: it may be the body's ``api_key``)."""
+        query = fields(request.query_params.multi_items())
         given = request.query_params.get("api_key", "")
         if not self.door.tokens or bearer(request) or given:
             self.door.check(request, given)
-            return await self.door.body(request)
+            return {**query, **await self.door.body(request)}
         self.door.check_available()
         try:
             body = await self.door.body(request, TOKENLESS_BODY_BYTES)
@@ -142,34 +160,54 @@ class LibreTranslate:
                 "Bearer <token>' or the api_key query parameter",
             ) from None
         self.door.check(request, str(body.get("api_key", "")))
-        return body
+        return {**query, **body}
 
     async def translate(self, request: Request) -> Response:
-        body = await self.body(request)
-        texts, many, source, target, alternatives = parse_translate(body)
-        detected = None
+        texts, many, source, target, alternatives = parse_translate(await self.params(request))
+        detected: list[dict[str, Any]] = []
         if source == "auto":
-            language, confidence = await self.detector.detect(texts)
-            detected, source = {"confidence": confidence, "language": language}, language
-        model = self.model(source, target)
-        message = pb.TranslateRequest(texts=texts, model=model.name, model_version=model.version)
-        if alternatives:  # n-best lists: the texts are translated whole
-            beam = max(alternatives + 1, model.translator.default_options.beam_size)
-            message.options.CopyFrom(pb.DecodingOptions(beam_size=beam, n_best=alternatives + 1))
+            sources = sorted(s for s, t in served_pairs(self.service) if t == target)
+            if not sources:
+                raise bad(f"{shorten(target)} is not supported")
+            found = await self.detector.detect(texts, sources)
+            detected = [{"confidence": confidence, "language": language} for language, confidence in found]
+            languages = [language for language, _ in found]
         else:
-            message.split_sentences = True
-        response = await self.door.run(request, "HTTP /translate", self.service.translate(message, None))
-        best = [t.hypotheses[0].text for t in response.translations]
+            languages = [source] * len(texts)
+        groups: dict[str, list[int]] = {}
+        for i, language in enumerate(languages):
+            groups.setdefault(language, []).append(i)
+        models = {language: self.model(language, target) for language in groups}
+        for model in models.values():
+            beam = model.translator.default_options.beam_size
+            if alternatives >= beam:
+                raise bad(f"Invalid request: alternatives must be at most {beam - 1} with this model")
+        calls = [self.translations(models[language], [texts[i] for i in group], alternatives)
+                 for language, group in groups.items()]  # fmt: skip
+        answers = await self.door.run(request, "HTTP /translate", gather(calls))
+        best = [""] * len(texts)
+        others: list[list[str]] = [[] for _ in texts]
+        for group, answer in zip(groups.values(), answers, strict=True):
+            for i, hypotheses in zip(group, answer, strict=True):
+                best[i], others[i] = hypotheses[0], unique(hypotheses[1:], hypotheses[0])
         out: dict[str, Any] = {"translatedText": best if many else best[0]}
         if alternatives:
-            others = [[h.text for h in t.hypotheses[1:]] for t in response.translations]
             out["alternatives"] = others if many else others[0]
-        if detected is not None:
-            out["detectedLanguage"] = detected
+        if detected:
+            out["detectedLanguage"] = detected if many else detected[0]
         return JSONResponse(out)
 
+    async def translations(self, model: ServedModel, texts: list[str], alternatives: int) -> list[list[str]]:
+        """Per text, its translation and then its alternatives, sentence by sentence, by ``model``."""
+        message = pb.TranslateRequest(texts=texts, model=model.name, model_version=model.version)
+        message.split_sentences = True
+        if alternatives:
+            message.options.CopyFrom(pb.DecodingOptions(n_best=alternatives + 1))
+        response = await self.service.translate(message, None)
+        return [[h.text for h in t.hypotheses] for t in response.translations]
+
     async def languages(self, request: Request) -> Response:
-        self.door.check(request, request.query_params.get("api_key", ""))
+        await self.params(request)  # the token: LibreTranslate's Python client sends it in a GET's form body
         targets: dict[str, list[str]] = {}
         for source, target in served_pairs(self.service):
             targets.setdefault(source, []).append(target)
@@ -181,12 +219,60 @@ class LibreTranslate:
         )
 
     async def detect(self, request: Request) -> Response:
-        body = await self.body(request)
-        q = body.get("q")
+        q = (await self.params(request)).get("q")
         if not isinstance(q, str) or not q.strip():
             raise bad("Invalid request: missing q parameter")
-        language, confidence = await self.detector.detect([q])
+        ((language, confidence),) = await self.detector.detect([q])
         return JSONResponse([{"confidence": confidence, "language": language}])
+
+    async def frontend_settings(self, _request: Request) -> Response:
+        """LibreTranslate's settings: no character limit (bodies are bounded in bytes), whether a key is
+        needed, no suggestions and no files, and the default model's languages."""
+        self.door.check_available()
+        repository = self.service.repository
+        default = repository.get(repository.default).translator.manifest
+        keys = bool(self.door.tokens)
+        return JSONResponse(
+            {
+                "charLimit": -1,
+                "frontendTimeout": FRONTEND_TIMEOUT_MS,
+                "apiKeys": keys,
+                "keyRequired": keys,
+                "suggestions": False,
+                "filesTranslation": False,
+                "supportedFilesFormat": [],
+                "language": {
+                    "source": {"code": "auto", "name": "Auto Detect"},
+                    "target": {
+                        "code": default.target_language,
+                        "name": NAMES.get(default.target_language, default.target_language),
+                    },
+                },
+            }
+        )
+
+    async def suggest(self, _request: Request) -> Response:
+        raise HttpError(grpc.StatusCode.PERMISSION_DENIED, "Suggestions are disabled on this server.")
+
+
+async def gather(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """The results of ``calls`` run at once; the first error cancels the others."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        await settle(set(tasks))
+
+
+def unique(alternatives: Sequence[str], translation: str) -> list[str]:
+    """``alternatives`` without those equal to ``translation``, to an earlier one, or empty."""
+    seen = {translation, ""}
+    kept = []
+    for text in alternatives:
+        if text not in seen:
+            seen.add(text)
+            kept.append(text)
+    return kept
 
 
 def routes(service: TranslatorService, door: Door, detector: LanguageDetector) -> list[Route]:
@@ -195,4 +281,6 @@ def routes(service: TranslatorService, door: Door, detector: LanguageDetector) -
         Route("/translate", handle_errors(api.translate, lt_error), methods=["POST"]),
         Route("/languages", handle_errors(api.languages, lt_error), methods=["GET"]),
         Route("/detect", handle_errors(api.detect, lt_error), methods=["POST"]),
+        Route("/frontend/settings", handle_errors(api.frontend_settings, lt_error), methods=["GET"]),
+        Route("/suggest", handle_errors(api.suggest, lt_error), methods=["POST"]),
     ]

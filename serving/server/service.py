@@ -20,7 +20,7 @@ import grpc
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.segment import Segmented
-from rnnmt.serving.core.translator import TextHypothesis, Translator, check_split, join_translations
+from rnnmt.serving.core.translator import TextHypothesis, Translator, join_translations
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from rnnmt.serving.server.metrics import Metrics
@@ -279,8 +279,6 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         options = translator.default_options.overlay(protocol.decoding(request.options))
         try:
             translator.check_options(options)
-            if request.split_sentences:
-                check_split(options)
         except RnnmtError as exc:
             raise InvalidRequest(f"options.{exc}") from None
         if sum(len(text) for text in texts) > INLINE_TOKENIZE_CHARS:
