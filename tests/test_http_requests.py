@@ -31,6 +31,7 @@ from rnnmt.serving.client import TranslatorClient
 from rnnmt.serving.http.api import allowed_hosts
 from rnnmt.serving.http.calls import Door, handle_errors
 from rnnmt.serving.http.detect import DETECT_CHARS
+from rnnmt.serving.server.api_keys import KeyRing
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.metrics import REQUEST_LOGGER, Metrics
 
@@ -220,7 +221,7 @@ def run_asgi(app: Starlette, path: str) -> tuple[int, Any]:
 
 
 def test_unexpected_errors_are_json_and_logged_with_their_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    door = Door([], 1024, lambda: None, Metrics())
+    door = Door(KeyRing(), 1024, lambda: None, Metrics())
 
     async def broken() -> Response:
         raise RuntimeError("a bug")

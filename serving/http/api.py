@@ -124,9 +124,10 @@ def http_app(service: TranslatorService, door: Door, hosts: list[str]) -> Starle
 
     @handle_errors
     async def translate(request: Request) -> Response:
-        door.check(request)
+        key = door.check(request)
         body = await door.body(request)
         message = parse({k: v for k, v in body.items() if k != "timeout"}, pb.TranslateRequest())
+        door.spend(key, sum(len(text) for text in message.texts))
         if "splitSentences" not in body and "split_sentences" not in body:
             message.split_sentences = True
         timeout = parse_timeout(body.get("timeout"))

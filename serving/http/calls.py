@@ -17,7 +17,6 @@ character) is INVALID_ARGUMENT.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -32,6 +31,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rnnmt.serving.server.api_keys import ApiKey, KeyRing, OverLimit, TooLarge
 from rnnmt.serving.server.metrics import Metrics
 from rnnmt.serving.server.service import settle, status_of
 
@@ -61,17 +61,21 @@ SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class HttpError(Exception):
-    """A call's end with a gRPC status code (mapped to HTTP by :data:`HTTP_STATUS`) and a message."""
+    """A call's end with a gRPC status code (mapped to HTTP by :data:`HTTP_STATUS`) and a message, and for
+    a key over its limit the seconds after which to retry (the ``Retry-After`` header)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, http_status: int | None = None, retry_after: int = 0
+    ) -> None:
         super().__init__(message)
         self.code, self.message = code, message
         self.http_status = http_status or HTTP_STATUS[code]
+        self.headers = {"Retry-After": str(retry_after)} if retry_after else {}
 
 
 def error_response(error: HttpError) -> JSONResponse:
     body = {"error": {"code": error.http_status, "status": error.code.name, "message": error.message}}
-    return JSONResponse(body, status_code=error.http_status)
+    return JSONResponse(body, status_code=error.http_status, headers=error.headers)
 
 
 def bad(message: str) -> HttpError:
@@ -95,16 +99,16 @@ def bearer(request: Request) -> str:
 
 
 class Door:
-    """The settings an endpoint needs: tokens, body limit, availability, metrics."""
+    """The settings an endpoint needs: keys, body limit, availability, metrics."""
 
     def __init__(
         self,
-        tokens: list[str],
+        keys: KeyRing,
         max_body_bytes: int,
         unavailable: Callable[[], str | None],
         metrics: Metrics,
     ) -> None:
-        self.tokens = [t.encode() for t in tokens]
+        self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.unavailable = unavailable
         self.metrics = metrics
@@ -115,18 +119,32 @@ class Door:
         if reason:
             raise HttpError(grpc.StatusCode.UNAVAILABLE, reason)
 
-    def check(self, request: Request, api_key: str = "") -> None:
-        """Refuse a call while the server is unavailable, or without an accepted token (an
-        ``Authorization: Bearer`` header, or ``api_key`` where LibreTranslate sends it)."""
+    def check(self, request: Request, api_key: str = "") -> ApiKey | None:
+        """Refuse a call while the server is unavailable, or without an accepted key (an
+        ``Authorization: Bearer`` header, or ``api_key`` where LibreTranslate sends it); returns the key
+        (None on a server without keys)."""
         self.check_available()
-        if not self.tokens:
-            return
-        given = bearer(request) or api_key
-        if not any(hmac.compare_digest(given.encode(), token) for token in self.tokens):
+        if not self.keys.enabled:
+            return None
+        key = self.keys.find(bearer(request) or api_key)
+        if key is None:
             raise HttpError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this server needs 'Authorization: Bearer <token>' with a valid token",
             )
+        return key
+
+    def spend(self, key: ApiKey | None, characters: int) -> None:
+        """Count a call of ``characters`` against ``key``, or refuse it: 429 with ``Retry-After`` over a
+        limit, 400 when it has more characters than the key may send in a minute."""
+        try:
+            self.keys.spend(key, characters)
+        except OverLimit as exc:
+            raise HttpError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), retry_after=exc.retry_after
+            ) from None
+        except TooLarge as exc:
+            raise bad(str(exc)) from None
 
     async def body(self, request: Request, limit: int | None = None) -> dict[str, Any]:
         """A JSON object or a form body (see the module docstring) of at most ``limit`` bytes

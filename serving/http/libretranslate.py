@@ -50,6 +50,7 @@ from starlette.routing import Route
 from rnnmt.serving.core.options import MAX_BEAM_SIZE
 from rnnmt.serving.http.calls import Door, HttpError, bad, bearer, fields, handle_errors
 from rnnmt.serving.http.detect import LanguageDetector
+from rnnmt.serving.server.api_keys import ApiKey
 from rnnmt.serving.server.model_repository import ServedModel, shorten
 from rnnmt.serving.server.service import TranslatorService, settle
 from rnnmt.v1 import translator_pb2 as pb
@@ -75,7 +76,7 @@ NAMES = {
 
 def lt_error(error: HttpError) -> JSONResponse:
     status = {401: 403, 404: 400}.get(error.http_status, error.http_status)
-    return JSONResponse({"error": error.message}, status_code=status)
+    return JSONResponse({"error": error.message}, status_code=status, headers=error.headers)
 
 
 def served_pairs(service: TranslatorService) -> dict[tuple[str, str], ServedModel]:
@@ -140,14 +141,14 @@ class LibreTranslate:
             raise bad(f"{shorten(target)} is not supported")
         return model
 
-    async def params(self, request: Request) -> dict[str, Any]:
-        """The call's parameters, the query string's with the body's over them, once the token is
-        accepted (see the module docstring: it may be the body's ``api_key``)."""
+    async def params(self, request: Request) -> tuple[dict[str, Any], ApiKey | None]:
+        """The call's parameters, the query string's with the body's over them, and its key once accepted
+        (see the module docstring: it may be the body's ``api_key``)."""
         query = fields(request.query_params.multi_items())
         given = request.query_params.get("api_key", "")
-        if not self.door.tokens or bearer(request) or given:
-            self.door.check(request, given)
-            return {**query, **await self.door.body(request)}
+        if not self.door.keys.enabled or bearer(request) or given:
+            key = self.door.check(request, given)
+            return {**query, **await self.door.body(request)}, key
         self.door.check_available()
         try:
             body = await self.door.body(request, TOKENLESS_BODY_BYTES)
@@ -159,11 +160,12 @@ class LibreTranslate:
                 f"bodies over {TOKENLESS_BODY_BYTES} bytes need the token first: in 'Authorization: "
                 "Bearer <token>' or the api_key query parameter",
             ) from None
-        self.door.check(request, str(body.get("api_key", "")))
-        return {**query, **body}
+        return {**query, **body}, self.door.check(request, str(body.get("api_key", "")))
 
     async def translate(self, request: Request) -> Response:
-        texts, many, source, target, alternatives = parse_translate(await self.params(request))
+        params, key = await self.params(request)
+        texts, many, source, target, alternatives = parse_translate(params)
+        self.door.spend(key, sum(len(text) for text in texts))
         detected: list[dict[str, Any]] = []
         if source == "auto":
             sources = sorted(s for s, t in served_pairs(self.service) if t == target)
@@ -207,7 +209,9 @@ class LibreTranslate:
         return [[h.text for h in t.hypotheses] for t in response.translations]
 
     async def languages(self, request: Request) -> Response:
-        await self.params(request)  # the token: LibreTranslate's Python client sends it in a GET's form body
+        await self.params(
+            request
+        )  # for the key: LibreTranslate's Python client sends it in a GET's form body
         targets: dict[str, list[str]] = {}
         for source, target in served_pairs(self.service):
             targets.setdefault(source, []).append(target)
@@ -219,9 +223,11 @@ class LibreTranslate:
         )
 
     async def detect(self, request: Request) -> Response:
-        q = (await self.params(request)).get("q")
+        params, key = await self.params(request)
+        q = params.get("q")
         if not isinstance(q, str) or not q.strip():
             raise bad("Invalid request: missing q parameter")
+        self.door.spend(key, len(q))
         ((language, confidence),) = await self.detector.detect([q])
         return JSONResponse([{"confidence": confidence, "language": language}])
 
@@ -231,7 +237,7 @@ class LibreTranslate:
         self.door.check_available()
         repository = self.service.repository
         default = repository.get(repository.default).translator.manifest
-        keys = bool(self.door.tokens)
+        keys = self.door.keys.enabled
         return JSONResponse(
             {
                 "charLimit": -1,

@@ -33,6 +33,7 @@ from rnnmt.serving.core.signing import TrustedKeys
 from rnnmt.serving.server.admin import METHOD_PREFIX as ADMIN_PREFIX
 from rnnmt.serving.server.admin import SERVICE_NAME as ADMIN_SERVICE
 from rnnmt.serving.server.admin import AdminService
+from rnnmt.serving.server.api_keys import KeyRing
 from rnnmt.serving.server.batcher import Batcher, Runner, TranslatorRunner
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.interceptors import (
@@ -74,6 +75,7 @@ class TranslationServer:
         self.port = 0
         self._unavailable: str | None = "the server is loading its models; retry shortly"
         self.service = TranslatorService(self.metrics, self.config.max_texts_per_request)
+        self.keys = KeyRing()  # no keys until started
         self._server: grpc.aio.Server | None = None
         self._batcher: Batcher | None = None
         self._repository: ModelRepository | None = None
@@ -93,19 +95,20 @@ class TranslationServer:
         c = self.config
         _, most = resource.getrlimit(resource.RLIMIT_NOFILE)  # the doors cap their connections themselves
         resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
-        tokens = read_tokens(c.auth_token, c.auth_token_file)
-        admin_tokens = read_tokens(c.admin_token, c.admin_token_file, "--admin-token-file")
+        keys = KeyRing(read_tokens(c.auth_token, c.auth_token_file), c.api_keys_file, self.metrics)
+        admin_keys = KeyRing(read_tokens(c.admin_token, c.admin_token_file, "--admin-token-file"))
+        self.keys = self.service.keys = keys
         credentials = self._credentials()
-        if (tokens or admin_tokens) and credentials is None:
+        if (keys.enabled or admin_keys.enabled) and credentials is None:
             logger.warning(
                 "INSECURE: bearer tokens are accepted over plaintext (--allow-insecure-token): they travel "
                 "in clear, for anyone on the network to read and reuse; serve TLS with --tls-cert and --tls-key"
             )
-        server = self._grpc_server(tokens, admin_tokens)
+        server = self._grpc_server(keys, admin_keys)
         self.port = await self._listen(server, credentials)
         self._server = server
         try:
-            await self._serve_http(tokens)
+            await self._serve_http(keys)
             await self._serve_metrics()
             repository = await self._load_models()
         except BaseException:
@@ -127,10 +130,10 @@ class TranslationServer:
                 "fields": {
                     "address": f"{c.host}:{self.port}",
                     "tls": "mutual" if c.tls_client_ca else "on" if credentials else "off",
-                    "auth": "bearer token" if tokens else "off",
+                    "auth": "bearer token" if keys.enabled else "off",
                     "models": [m.label for m in repository.served()],
                     "default_model": repository.default,
-                    "admin": "on" if admin_tokens else "off",
+                    "admin": "on" if admin_keys.enabled else "off",
                     "trusted_keys": str(c.trusted_keys) if c.trusted_keys else None,
                     "workers": c.worker_count,
                     "batching": c.batching,
@@ -153,6 +156,10 @@ class TranslationServer:
         repository = self._repository
         async with self._reloading:
             report = await asyncio.to_thread(repository.reload)
+            try:
+                await asyncio.to_thread(self.keys.reload)
+            except RnnmtError as exc:  # the keys read before stay
+                logger.error("API keys not reloaded", extra={"fields": {"error": str(exc)}})
         m = self.metrics
         m.reloads.labels("failed" if report.failed else "ok").inc()
         for failure in report.failed:
@@ -238,7 +245,7 @@ class TranslationServer:
             raise RnnmtError(f"--tls-key {c.tls_key} holds no usable PEM private key: {exc}") from exc
         return grpc.ssl_server_credentials([pair], client_ca, require_client_auth=client_ca is not None)
 
-    def _grpc_server(self, tokens: list[str], admin_tokens: list[str]) -> grpc.aio.Server:
+    def _grpc_server(self, keys: KeyRing, admin_keys: KeyRing) -> grpc.aio.Server:
         """The gRPC server with its interceptors (bearer tokens if any, the concurrency limit, availability,
         malformed requests) and services: the translator, health, reflection and, with admin tokens, the
         admin service."""
@@ -249,18 +256,18 @@ class TranslationServer:
             AvailabilityInterceptor(lambda: self._unavailable, self.metrics),
             MalformedRequestInterceptor(self.metrics),
         ]
-        if tokens:
+        if keys.enabled:
             interceptors.insert(
                 0,
                 BearerTokenInterceptor(
-                    tokens, self.metrics, lambda method: not method.startswith(ADMIN_PREFIX)
+                    keys, self.metrics, lambda method: not method.startswith(ADMIN_PREFIX)
                 ),
             )
-        if admin_tokens:
+        if admin_keys.enabled:
             interceptors.insert(
                 0,
                 BearerTokenInterceptor(
-                    admin_tokens, self.metrics, lambda method: method.startswith(ADMIN_PREFIX)
+                    admin_keys, self.metrics, lambda method: method.startswith(ADMIN_PREFIX)
                 ),
             )
         server = grpc.aio.server(
@@ -275,7 +282,7 @@ class TranslationServer:
         pb_grpc.add_TranslatorServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        if admin_tokens:
+        if admin_keys.enabled:
             admin_grpc.add_AdminServicer_to_server(AdminService(self.reload), server)
             services.append(ADMIN_SERVICE)
         reflection.enable_server_reflection(services, server)
@@ -296,7 +303,7 @@ class TranslationServer:
         await server.start()
         return port
 
-    async def _serve_http(self, tokens: list[str]) -> None:
+    async def _serve_http(self, keys: KeyRing) -> None:
         """Serve the HTTP door, if ``http_port`` is set (refusing calls like gRPC while unavailable)."""
         c = self.config
         if c.http_port is None:
@@ -307,7 +314,7 @@ class TranslationServer:
         from rnnmt.serving.http.protocol import Limits
         from rnnmt.serving.http.server import HttpServer
 
-        door = Door(tokens, c.max_message_bytes, lambda: self._unavailable, self.metrics)
+        door = Door(keys, c.max_message_bytes, lambda: self._unavailable, self.metrics)
         app = http_app(self.service, door, allowed_hosts(c.host, c.http_allowed_hosts))
         self._http = HttpServer(
             "HTTP",

@@ -45,6 +45,7 @@ class ServerConfig:
     tls_client_ca: Path | None = None
     auth_token: str = ""
     auth_token_file: Path | None = None
+    api_keys_file: Path | None = None
     allow_insecure_token: bool = False
     admin_token: str = ""
     admin_token_file: Path | None = None
@@ -106,7 +107,7 @@ class ServerConfig:
                 "give --auth-token or --auth-token-file, not both",
             ),
             (
-                not (self.auth_token or self.auth_token_file)
+                not (self.auth_token or self.auth_token_file or self.api_keys_file)
                 or self.tls_cert is not None
                 or self.allow_insecure_token,
                 "a bearer token over plaintext travels in clear: add --tls-cert and --tls-key "
@@ -144,6 +145,9 @@ _HELP = {
     "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mutual TLS)",
     "auth_token": "require 'authorization: Bearer <token>' metadata (health checks stay open)",
     "auth_token_file": "like --auth-token, one accepted token per line",
+    "api_keys_file": "API keys with limits, one per line: NAME KEY [REQUESTS_PER_MINUTE CHARACTERS_PER_MINUTE] "
+    "(0 = no limit); accepted like tokens, as bearer tokens or LibreTranslate's api_key; over a limit, "
+    "RESOURCE_EXHAUSTED / HTTP 429 with retry-after; read again on reload",
     "allow_insecure_token": "accept a bearer token without TLS, where it travels in clear (logged as a warning)",
     "admin_token": "serve the admin service (rnnmt.v1.Admin: reload), callable with this bearer token only",
     "admin_token_file": "like --admin-token, one accepted token per line",

@@ -15,7 +15,6 @@ starts or drains.
 
 from __future__ import annotations
 
-import hmac
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
@@ -26,6 +25,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from rnnmt.errors import RnnmtError
+from rnnmt.serving.server.api_keys import KeyRing
 from rnnmt.serving.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -54,6 +54,14 @@ def read_tokens(token: str, token_file: Path | None, flag: str = "--auth-token-f
     if not tokens:
         raise RnnmtError(f"{flag} {token_file} holds no token")
     return tokens
+
+
+def bearer_of(metadata: Iterable[tuple[str, Any]]) -> str:
+    """The token of a call's ``authorization: Bearer`` metadata; empty without one."""
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
+    return ""
 
 
 def handler_kind(handler: grpc.RpcMethodHandler) -> str:
@@ -91,22 +99,18 @@ def refusal(
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls without an accepted bearer token, except health checks and methods ``guards`` says
-    are not its to guard (the admin service has tokens of its own)."""
+    """Refuses calls without an accepted bearer token (a key of ``keys``), except health checks and
+    methods ``guards`` says are not its to guard (the admin service has tokens of its own)."""
 
     def __init__(
-        self, tokens: Iterable[str], metrics: Metrics, guards: Callable[[str], bool] = lambda _method: True
+        self, keys: KeyRing, metrics: Metrics, guards: Callable[[str], bool] = lambda _method: True
     ) -> None:
-        self._tokens = [t.encode() for t in tokens]
+        self._keys = keys
         self._metrics = metrics
         self._guards = guards
 
     def accepts(self, metadata: Iterable[tuple[str, Any]]) -> bool:
-        for key, value in metadata:
-            if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
-                given = value[7:].strip().encode()
-                return any(hmac.compare_digest(given, token) for token in self._tokens)
-        return False
+        return self._keys.find(bearer_of(metadata)) is not None
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails

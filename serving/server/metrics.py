@@ -113,6 +113,19 @@ class Metrics:
             ["model", "version", "content"],
             registry=r,
         )
+        self.key_calls = Counter(
+            "rnnmt_api_key_calls",
+            "Translation calls by API key name (never the key) and result: ok, limited (over a limit,"
+            " refused with RESOURCE_EXHAUSTED / 429) or too_large (more characters than a minute's).",
+            ["key", "result"],
+            registry=r,
+        )
+        self.key_characters = Counter(
+            "rnnmt_api_key_characters",
+            "Characters of the calls each API key name was let through with.",
+            ["key"],
+            registry=r,
+        )
         self.unfreed = Gauge(
             "rnnmt_models_unloaded_unfreed",
             "Models a reload stopped serving that a call still holds: their memory goes back to the system"

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -22,7 +22,9 @@ from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.segment import Segmented
 from rnnmt.serving.core.translator import TextHypothesis, Translator, join_translations
 from rnnmt.serving.server import protocol
+from rnnmt.serving.server.api_keys import KeyRing, OverLimit, TooLarge
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
+from rnnmt.serving.server.interceptors import bearer_of
 from rnnmt.serving.server.metrics import Metrics
 from rnnmt.serving.server.model_repository import (
     MAX_NAME_CHARS,
@@ -77,6 +79,8 @@ class TranslationFailed(RnnmtError):
 
 STATUS: dict[type[Exception], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    TooLarge: grpc.StatusCode.INVALID_ARGUMENT,
+    OverLimit: grpc.StatusCode.RESOURCE_EXHAUSTED,
     UnknownModel: grpc.StatusCode.NOT_FOUND,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     BatcherClosed: grpc.StatusCode.UNAVAILABLE,
@@ -93,12 +97,19 @@ def status_of(error: Exception) -> grpc.StatusCode | None:
 
 
 class ServiceError(Exception):
-    """How :meth:`TranslatorService._observe` ends a request: the status code and message to abort with."""
+    """How :meth:`TranslatorService._observe` ends a request: the status code and message to abort with,
+    and for a key over its limit the seconds after which to retry."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after: int = 0) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+    async def abort(self, context: grpc.aio.ServicerContext) -> NoReturn:
+        if self.retry_after:
+            context.set_trailing_metadata((("retry-after", str(self.retry_after)),))
+        await context.abort(self.code, self.message)
 
 
 async def settle(tasks: set[asyncio.Future[Any]]) -> None:
@@ -133,6 +144,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
 
     def __init__(self, metrics: Metrics, max_texts_per_request: int) -> None:
         self.metrics = metrics
+        self.keys = KeyRing()  # the server's, once it starts
         self.max_texts_per_request = max_texts_per_request
         self._preparing = ThreadPoolExecutor(PREPARING, thread_name_prefix="rnnmt-prepare")
 
@@ -147,7 +159,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         try:
             return await self._observe("Translate", request, context, self._translate)
         except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
+            await exc.abort(context)
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
@@ -155,7 +167,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         try:
             return await self._observe("GetModelInfo", request, context, self._model_info)
         except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
+            await exc.abort(context)
 
     async def TranslateStream(
         self, request_iterator: AsyncIterator[pb.TranslateRequest], context: grpc.aio.ServicerContext
@@ -208,7 +220,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 slots.release()
                 await context.write(response)
         except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
+            await exc.abort(context)
         finally:
             await settle(tasks)
 
@@ -237,7 +249,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             known = status_of(exc)
             if known is not None:
                 code = known
-                raise ServiceError(code, str(exc)) from None
+                raise ServiceError(code, str(exc), getattr(exc, "retry_after", 0)) from None
             code = grpc.StatusCode.INTERNAL
             logger.exception("request failed", extra={"fields": {"method": method, "peer": peer}})
             raise ServiceError(code, "internal error: the server logged it") from None
@@ -266,6 +278,8 @@ class TranslatorService(pb_grpc.TranslatorServicer):
     async def _translate(
         self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
     ) -> pb.TranslateResponse:
+        key = self.keys.find(bearer_of(context.invocation_metadata() or ()))
+        self.keys.spend(key, sum(len(text) for text in request.texts))
         return await self.translate(request, context.time_remaining())
 
     async def translate(self, request: pb.TranslateRequest, timeout: float | None) -> pb.TranslateResponse:
