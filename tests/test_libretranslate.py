@@ -85,8 +85,8 @@ def test_the_settings_libretranslates_page_reads(port: int) -> None:
             "apiKeys": False,
             "keyRequired": False,
             "suggestions": False,
-            "filesTranslation": False,
-            "supportedFilesFormat": [],
+            "filesTranslation": True,
+            "supportedFilesFormat": [".txt", ".srt", ".vtt", ".docx"],
             "language": {"source": {"code": "auto", "name": "Auto Detect"}, "target": {"code": "en", "name": "English"}},
         },
     )  # fmt: skip

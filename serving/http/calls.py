@@ -146,7 +146,7 @@ class Door:
         except TooLarge as exc:
             raise bad(str(exc)) from None
 
-    async def body(self, request: Request, limit: int | None = None) -> dict[str, Any]:
+    async def body(self, request: Request, limit: int | None = None, max_files: int = 0) -> dict[str, Any]:
         """A JSON object or a form body (see the module docstring) of at most ``limit`` bytes
         (``max_body_bytes`` unless told), fields given more than once as lists, or ``{}`` for no body
         and no type; anything else is INVALID_ARGUMENT (415 for another content type, 413 when too
@@ -166,7 +166,7 @@ class Door:
         if kind == FORM:
             return form_fields(data)
         if kind == MULTIPART:
-            return await multipart_fields(request, data)
+            return await multipart_fields(request, data, max_files)
         return json_object(data)
 
     async def read(self, request: Request, limit: int) -> bytes:
@@ -231,14 +231,15 @@ def form_fields(data: bytes) -> dict[str, Any]:
         raise bad(f"the body is not a valid form: {exc}") from None
 
 
-async def multipart_fields(request: Request, data: bytes) -> dict[str, Any]:
-    """A ``multipart/form-data`` body of text fields (its charset, UTF-8 unless it says; no files)."""
+async def multipart_fields(request: Request, data: bytes, max_files: int = 0) -> dict[str, Any]:
+    """A ``multipart/form-data`` body of text fields (its charset, UTF-8 unless it says) and at most
+    ``max_files`` files (Starlette's ``UploadFile``)."""
 
     async def stream() -> AsyncGenerator[bytes, None]:
         yield data
 
     parser = MultiPartParser(
-        request.headers, stream(), max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=len(data)
+        request.headers, stream(), max_files=max_files, max_fields=MAX_FORM_FIELDS, max_part_size=len(data)
     )
     try:
         form = await parser.parse()

@@ -38,18 +38,24 @@ the limit is ``--max-message-bytes`` as everywhere.
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import re
 from collections.abc import Awaitable, Sequence
+from pathlib import PurePath
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import grpc
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rnnmt.serving.core.options import MAX_BEAM_SIZE
+from rnnmt.serving.documents.formats import FORMATS, BadDocument, read_document
 from rnnmt.serving.http.calls import Door, HttpError, bad, bearer, fields, handle_errors
 from rnnmt.serving.http.detect import LanguageDetector
+from rnnmt.serving.http.downloads import Downloads
 from rnnmt.serving.server.api_keys import ApiKey
 from rnnmt.serving.server.model_repository import ServedModel, shorten
 from rnnmt.serving.server.service import TranslatorService, settle
@@ -131,6 +137,7 @@ class LibreTranslate:
 
     def __init__(self, service: TranslatorService, door: Door, detector: LanguageDetector) -> None:
         self.service, self.door, self.detector = service, door, detector
+        self.downloads = Downloads()
 
     def model(self, source: str, target: str) -> ServedModel:
         pairs = served_pairs(self.service)
@@ -141,17 +148,18 @@ class LibreTranslate:
             raise bad(f"{shorten(target)} is not supported")
         return model
 
-    async def params(self, request: Request) -> tuple[dict[str, Any], ApiKey | None]:
-        """The call's parameters, the query string's with the body's over them, and its key once accepted
-        (see the module docstring: it may be the body's ``api_key``)."""
+    async def params(self, request: Request, max_files: int = 0) -> tuple[dict[str, Any], ApiKey | None]:
+        """The call's parameters, the query string's with the body's over them (and at most ``max_files``
+        uploaded files), and its key once accepted (see the module docstring: it may be the body's
+        ``api_key``)."""
         query = fields(request.query_params.multi_items())
         given = request.query_params.get("api_key", "")
         if not self.door.keys.enabled or bearer(request) or given:
             key = self.door.check(request, given)
-            return {**query, **await self.door.body(request)}, key
+            return {**query, **await self.door.body(request, max_files=max_files)}, key
         self.door.check_available()
         try:
-            body = await self.door.body(request, TOKENLESS_BODY_BYTES)
+            body = await self.door.body(request, TOKENLESS_BODY_BYTES, max_files)
         except HttpError as exc:
             if exc.http_status != 413:
                 raise
@@ -199,6 +207,49 @@ class LibreTranslate:
             out["detectedLanguage"] = detected if many else detected[0]
         return JSONResponse(out)
 
+    async def translate_file(self, request: Request) -> Response:
+        params, key = await self.params(request, max_files=1)
+        upload = params.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise bad("Invalid request: missing file parameter")
+        source, target = string_field(params, "source"), string_field(params, "target")
+        for name, value in (("source", source), ("target", target)):
+            if not value:
+                raise bad(f"Invalid request: missing {name} parameter")
+        filename = PurePath(upload.filename).name
+        try:
+            document = await asyncio.to_thread(read_document, filename, await upload.read())
+        except BadDocument as exc:
+            raise bad(str(exc)) from None
+        self.door.spend(key, sum(len(text) for text in document.texts))
+        if source == "auto":
+            sources = sorted(s for s, t in served_pairs(self.service) if t == target)
+            ((source, _),) = await self.detector.detect([" ".join(document.texts)], sources or None)
+        model = self.model(source, target)
+        translated = await self.door.run(
+            request, "HTTP /translate_file", self.translate_all(model, document.texts)
+        )
+        data = await asyncio.to_thread(document.rebuild, translated)
+        token = self.downloads.put(filename, data)
+        return JSONResponse(
+            {"translatedFileUrl": f"{request.base_url}download_file/{token}/{quote(filename)}"}
+        )
+
+    async def download_file(self, request: Request) -> Response:
+        stored = self.downloads.get(request.path_params["token"])
+        if stored is None or request.path_params["name"] != stored.name:
+            return JSONResponse({"error": "no such file: it expired or was never here"}, status_code=404)
+        kind = mimetypes.guess_type(stored.name)[0] or "application/octet-stream"
+        disposition = f"attachment; filename*=UTF-8''{quote(stored.name)}"
+        return Response(stored.data, media_type=kind, headers={"Content-Disposition": disposition})
+
+    async def translate_all(self, model: ServedModel, texts: list[str]) -> list[str]:
+        """The translations of any number of texts, a request's worth at a time."""
+        step, out = self.service.max_texts_per_request, list[str]()
+        for start in range(0, len(texts), step):
+            out.extend(hyps[0] for hyps in await self.translations(model, texts[start : start + step], 0))
+        return out
+
     async def translations(self, model: ServedModel, texts: list[str], alternatives: int) -> list[list[str]]:
         """Per text, its translation and then its alternatives, sentence by sentence, by ``model``."""
         message = pb.TranslateRequest(texts=texts, model=model.name, model_version=model.version)
@@ -233,7 +284,7 @@ class LibreTranslate:
 
     async def frontend_settings(self, _request: Request) -> Response:
         """LibreTranslate's settings: no character limit (bodies are bounded in bytes), whether a key is
-        needed, no suggestions and no files, and the default model's languages."""
+        needed, no suggestions, the file formats, and the default model's languages."""
         self.door.check_available()
         repository = self.service.repository
         default = repository.get(repository.default).translator.manifest
@@ -245,8 +296,8 @@ class LibreTranslate:
                 "apiKeys": keys,
                 "keyRequired": keys,
                 "suggestions": False,
-                "filesTranslation": False,
-                "supportedFilesFormat": [],
+                "filesTranslation": True,
+                "supportedFilesFormat": list(FORMATS),
                 "language": {
                     "source": {"code": "auto", "name": "Auto Detect"},
                     "target": {
@@ -289,4 +340,6 @@ def routes(service: TranslatorService, door: Door, detector: LanguageDetector) -
         Route("/detect", handle_errors(api.detect, lt_error), methods=["POST"]),
         Route("/frontend/settings", handle_errors(api.frontend_settings, lt_error), methods=["GET"]),
         Route("/suggest", handle_errors(api.suggest, lt_error), methods=["POST"]),
+        Route("/translate_file", handle_errors(api.translate_file, lt_error), methods=["POST"]),
+        Route("/download_file/{token}/{name}", handle_errors(api.download_file, lt_error), methods=["GET"]),
     ]

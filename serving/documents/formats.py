@@ -1,0 +1,73 @@
+"""The document formats: a file's name and bytes → a :class:`Document`, the texts to translate and how
+to put their translations back. Everything outside the texts comes back as it was.
+
+- ``.txt``: UTF-8 text, one text per paragraph (blank lines apart), its line breaks and spacing kept.
+- ``.srt``, ``.vtt``: subtitles (:mod:`rnnmt.serving.documents.subtitles`).
+- ``.docx``: Word documents (:mod:`rnnmt.serving.documents.docx`).
+
+The texts are translated sentence by sentence; a malformed file is a :class:`BadDocument` naming
+what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from rnnmt.errors import RnnmtError
+
+PARAGRAPH_BREAK = re.compile(r"(\n[ \t]*\n\s*)")
+
+
+class BadDocument(RnnmtError):
+    """A file that is not what its name says, or not one this server translates."""
+
+
+@dataclass(frozen=True)
+class Document:
+    texts: list[str]
+    rebuild: Callable[[Sequence[str]], bytes]
+    """The file with these translations of :attr:`texts` in their places."""
+
+
+def decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadDocument(f"{name} is not UTF-8 text: byte {exc.start} is not UTF-8") from None
+
+
+def text_document(data: bytes, name: str) -> Document:
+    parts = PARAGRAPH_BREAK.split(decode(data, name))  # paragraphs at even places, breaks between
+
+    def rebuild(translations: Sequence[str]) -> bytes:
+        out = list(parts)
+        out[::2] = translations
+        return "".join(out).encode()
+
+    return Document(parts[::2], rebuild)
+
+
+def read_document(name: str, data: bytes) -> Document:
+    """The document of a file called ``name`` holding ``data``, by its extension (:data:`FORMATS`)."""
+    from rnnmt.serving.documents import docx, subtitles
+
+    readers: dict[str, Callable[[bytes, str], Document]] = {
+        ".txt": text_document,
+        ".srt": subtitles.subtitle_document,
+        ".vtt": subtitles.subtitle_document,
+        ".docx": docx.docx_document,
+    }
+    suffix = PurePath(name).suffix.lower()
+    reader = readers.get(suffix)
+    if reader is None:
+        raise BadDocument(
+            f"{name}: files of this type are not translated here; send one of {', '.join(FORMATS)}"
+        )
+    return reader(data, name)
+
+
+FORMATS = (".txt", ".srt", ".vtt", ".docx")
+"""The extensions :func:`read_document` takes."""
