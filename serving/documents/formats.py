@@ -4,6 +4,7 @@ to put their translations back. Everything outside the texts comes back as it wa
 - ``.txt``: UTF-8 text, one text per paragraph (blank lines apart), its line breaks and spacing kept.
 - ``.srt``, ``.vtt``: subtitles (:mod:`rnnmt.serving.documents.subtitles`).
 - ``.docx``: Word documents (:mod:`rnnmt.serving.documents.docx`).
+- ``.html``, ``.htm``: HTML (:mod:`rnnmt.serving.documents.html`).
 
 The texts are translated sentence by sentence; a malformed file is a :class:`BadDocument` naming
 what is wrong.
@@ -52,13 +53,15 @@ def text_document(data: bytes, name: str) -> Document:
 
 def read_document(name: str, data: bytes) -> Document:
     """The document of a file called ``name`` holding ``data``, by its extension (:data:`FORMATS`)."""
-    from rnnmt.serving.documents import docx, subtitles
+    from rnnmt.serving.documents import docx, html, subtitles
 
     readers: dict[str, Callable[[bytes, str], Document]] = {
         ".txt": text_document,
         ".srt": subtitles.subtitle_document,
         ".vtt": subtitles.subtitle_document,
         ".docx": docx.docx_document,
+        ".html": html.html_document,
+        ".htm": html.html_document,
     }
     suffix = PurePath(name).suffix.lower()
     reader = readers.get(suffix)
@@ -69,5 +72,5 @@ def read_document(name: str, data: bytes) -> Document:
     return reader(data, name)
 
 
-FORMATS = (".txt", ".srt", ".vtt", ".docx")
+FORMATS = (".txt", ".srt", ".vtt", ".docx", ".html", ".htm")
 """The extensions :func:`read_document` takes."""

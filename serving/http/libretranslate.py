@@ -1,7 +1,7 @@
 """LibreTranslate's API on rnnmt's models, so that its clients, editor plugins and scripts work unchanged.
 
 - ``POST /translate``: ``q`` (a string or a list), ``source`` (a code, or ``auto``), ``target``,
-  ``format`` (``text``), ``alternatives`` (extra translations), ``api_key``. Answers
+  ``format`` (``text`` or ``html``), ``alternatives`` (extra translations), ``api_key``. Answers
   ``{"translatedText": ...}`` (a string or a list, as ``q``), with ``"alternatives"`` (a list per text)
   when asked and, for ``auto``, ``"detectedLanguage": {"confidence", "language"}`` (a list of them, one
   per text, for a list ``q``).
@@ -41,6 +41,7 @@ import asyncio
 import mimetypes
 import re
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -95,8 +96,19 @@ def served_pairs(service: TranslatorService) -> dict[tuple[str, str], ServedMode
     return pairs
 
 
-def parse_translate(body: dict[str, Any]) -> tuple[list[str], bool, str, str, int]:
-    """(texts, whether q was a list, source, target, alternatives) of a /translate body."""
+@dataclass(frozen=True)
+class TranslateCall:
+    """A /translate call's parameters."""
+
+    texts: list[str]
+    many: bool  # q was a list
+    source: str
+    target: str
+    alternatives: int
+    format: str  # text or html
+
+
+def parse_translate(body: dict[str, Any]) -> TranslateCall:
     q = body.get("q")
     if q is None:
         raise bad("Invalid request: missing q parameter")
@@ -107,10 +119,11 @@ def parse_translate(body: dict[str, Any]) -> tuple[list[str], bool, str, str, in
     for name, value in (("source", source), ("target", target)):
         if not value:
             raise bad(f"Invalid request: missing {name} parameter")
-    kind = string_field(body, "format", "text")
-    if kind != "text":
-        raise bad(f"Invalid request: format {shorten(kind)!r} is not supported; use text")
-    return texts, not isinstance(q, str), source, target, parse_alternatives(body.get("alternatives"))
+    kind = string_field(body, "format", "text") or "text"
+    if kind not in ("text", "html"):
+        raise bad(f"Invalid request: format {shorten(kind)!r} is not supported; use text or html")
+    alternatives = parse_alternatives(body.get("alternatives"))
+    return TranslateCall(texts, not isinstance(q, str), source, target, alternatives, kind)
 
 
 def string_field(body: dict[str, Any], name: str, default: str = "") -> str:
@@ -172,7 +185,9 @@ class LibreTranslate:
 
     async def translate(self, request: Request) -> Response:
         params, key = await self.params(request)
-        texts, many, source, target, alternatives = parse_translate(params)
+        call = parse_translate(params)
+        texts, source, target, alternatives = call.texts, call.source, call.target, call.alternatives
+        alternatives = alternatives if call.format == "text" else 0  # none for HTML, as LibreTranslate
         self.door.spend(key, sum(len(text) for text in texts))
         detected: list[dict[str, Any]] = []
         if source == "auto":
@@ -192,7 +207,7 @@ class LibreTranslate:
             beam = model.translator.default_options.beam_size
             if alternatives >= beam:
                 raise bad(f"Invalid request: alternatives must be at most {beam - 1} with this model")
-        calls = [self.translations(models[language], [texts[i] for i in group], alternatives)
+        calls = [self.translations(models[language], [texts[i] for i in group], alternatives, call.format)
                  for language, group in groups.items()]  # fmt: skip
         answers = await self.door.run(request, "HTTP /translate", gather(calls))
         best = [""] * len(texts)
@@ -200,8 +215,9 @@ class LibreTranslate:
         for group, answer in zip(groups.values(), answers, strict=True):
             for i, hypotheses in zip(group, answer, strict=True):
                 best[i], others[i] = hypotheses[0], unique(hypotheses[1:], hypotheses[0])
+        many = call.many
         out: dict[str, Any] = {"translatedText": best if many else best[0]}
-        if alternatives:
+        if call.alternatives:
             out["alternatives"] = others if many else others[0]
         if detected:
             out["detectedLanguage"] = detected if many else detected[0]
@@ -227,9 +243,9 @@ class LibreTranslate:
             ((source, _),) = await self.detector.detect([" ".join(document.texts)], sources or None)
         model = self.model(source, target)
         translated = await self.door.run(
-            request, "HTTP /translate_file", self.translate_all(model, document.texts)
+            request, "HTTP /translate_file", self.translations(model, document.texts)
         )
-        data = await asyncio.to_thread(document.rebuild, translated)
+        data = await asyncio.to_thread(document.rebuild, [hypotheses[0] for hypotheses in translated])
         token = self.downloads.put(filename, data)
         return JSONResponse(
             {"translatedFileUrl": f"{request.base_url}download_file/{token}/{quote(filename)}"}
@@ -243,20 +259,15 @@ class LibreTranslate:
         disposition = f"attachment; filename*=UTF-8''{quote(stored.name)}"
         return Response(stored.data, media_type=kind, headers={"Content-Disposition": disposition})
 
-    async def translate_all(self, model: ServedModel, texts: list[str]) -> list[str]:
-        """The translations of any number of texts, a request's worth at a time."""
-        step, out = self.service.max_texts_per_request, list[str]()
-        for start in range(0, len(texts), step):
-            out.extend(hyps[0] for hyps in await self.translations(model, texts[start : start + step], 0))
-        return out
-
-    async def translations(self, model: ServedModel, texts: list[str], alternatives: int) -> list[list[str]]:
+    async def translations(
+        self, model: ServedModel, texts: list[str], alternatives: int = 0, kind: str = "text"
+    ) -> list[list[str]]:
         """Per text, its translation and then its alternatives, sentence by sentence, by ``model``."""
-        message = pb.TranslateRequest(texts=texts, model=model.name, model_version=model.version)
+        message = pb.TranslateRequest(texts=texts, model=model.name, model_version=model.version, format=kind)
         message.split_sentences = True
         if alternatives:
             message.options.CopyFrom(pb.DecodingOptions(n_best=alternatives + 1))
-        response = await self.service.translate(message, None)
+        response = await self.service.translate_many(message, None)
         return [[h.text for h in t.hypotheses] for t in response.translations]
 
     async def languages(self, request: Request) -> Response:

@@ -21,6 +21,7 @@ from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.segment import Segmented
 from rnnmt.serving.core.translator import TextHypothesis, Translator, join_translations
+from rnnmt.serving.documents.html import html_texts, put_back
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.api_keys import KeyRing, OverLimit, TooLarge
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
@@ -286,10 +287,15 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         """Check the request once (model, size, options, room in the queue, sources), then translate its
         non-empty texts within ``timeout`` seconds (None: no deadline). Its errors are those of
         :data:`STATUS`."""
-        model = self._model(request.model, request.model_version)
-        translator, texts, limit = model.translator, request.texts, self.max_texts_per_request
+        texts, limit = request.texts, self.max_texts_per_request
         if len(texts) > limit:
             raise InvalidRequest(f"texts has {len(texts)} entries; at most {limit} per request")
+        if request.format not in ("", "text", "html"):
+            raise InvalidRequest(f"format must be text or html, not {shorten(request.format)!r}")
+        if request.format == "html":
+            return await self._translate_html(request, timeout)
+        model = self._model(request.model, request.model_version)
+        translator = model.translator
         options = translator.default_options.overlay(protocol.decoding(request.options))
         try:
             translator.check_options(options)
@@ -312,6 +318,55 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         if segmented is not None:
             results = join_translations(segmented, results)
         return protocol.translate_response(model, results)
+
+    async def translate_many(
+        self, request: pb.TranslateRequest, timeout: float | None
+    ) -> pb.TranslateResponse:
+        """:meth:`translate` for any number of texts: :attr:`max_texts_per_request` at a time, one part after
+        the other, all within ``timeout`` seconds, answered as one response."""
+        step, deadline = self.max_texts_per_request, None if timeout is None else time.monotonic() + timeout
+        out = pb.TranslateResponse()
+        for start in range(0, max(1, len(request.texts)), step):
+            part = pb.TranslateRequest()
+            part.CopyFrom(request)
+            del part.texts[:]
+            part.texts.extend(request.texts[start : start + step])
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            response = await self.translate(part, left)
+            out.translations.extend(response.translations)
+            out.model, out.model_version = response.model, response.model_version
+        return out
+
+    async def _translate_html(
+        self, request: pb.TranslateRequest, timeout: float | None
+    ) -> pb.TranslateResponse:
+        """Each text an HTML document: its texts between tags translated sentence by sentence and put back
+        (:mod:`rnnmt.serving.documents.html`), scored with their mean score."""
+        if request.options.n_best > 1:
+            raise InvalidRequest("options.n_best must be 1 with format html")
+        if sum(len(text) for text in request.texts) > INLINE_TOKENIZE_CHARS:
+            parsed = await asyncio.wrap_future(
+                self._preparing.submit(lambda: [html_texts(t) for t in request.texts])
+            )
+        else:
+            parsed = [html_texts(text) for text in request.texts]
+        inner = pb.TranslateRequest(
+            model=request.model,
+            model_version=request.model_version,
+            options=request.options,
+            split_sentences=True,
+        )
+        inner.texts.extend(t for texts, _, _ in parsed for t in texts)
+        response = await self.translate_many(inner, timeout)
+        found = iter(response.translations)
+        out = pb.TranslateResponse(model=response.model, model_version=response.model_version)
+        for texts, spans, text in parsed:
+            best = [next(found).hypotheses[0] for _ in texts]
+            score = sum(h.score for h in best) / len(best) if best else 0.0
+            out.translations.add().hypotheses.add(
+                text=put_back(text, spans, [h.text for h in best]), score=score
+            )
+        return out
 
     def _model(self, name: str, version: str = "") -> ServedModel:
         """The served model a request names; a name is refused unread past :data:`MAX_NAME_CHARS`."""
