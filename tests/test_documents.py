@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docx
+import pptx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from odf import teletype
+from odf.opendocument import OpenDocumentText, load
+from odf.text import H, P, Span
 from servers import ServerThread, running
 
 from rnnmt.serving.documents.formats import BadDocument, read_document
@@ -115,6 +120,70 @@ def test_a_word_file_comes_back_with_its_paragraphs_and_tables_translated() -> N
     assert [p.text for p in opened.paragraphs] == ["EL PERRO", "EL PERRO COME PAN.", ""]
     assert opened.paragraphs[0].style.name == "Heading 1"
     assert [cell.text for cell in opened.tables[0].rows[0].cells] == ["UN GATO", "BEBE AGUA."]
+
+
+def slides() -> bytes:
+    presentation = pptx.Presentation()
+    slide = presentation.slides.add_slide(presentation.slide_layouts[1])  # title and content
+    slide.shapes.title.text = "El perro"
+    body = slide.placeholders[1].text_frame
+    body.text = "El perro come pan."
+    body.add_paragraph().text = "Un gato bebe agua."
+    slide.notes_slide.notes_text_frame.text = "El niño ve pan."
+    table = slide.shapes.add_table(1, 1, 0, 0, 100, 100).table
+    table.cell(0, 0).text = "Un gato"
+    out = io.BytesIO()
+    presentation.save(out)
+    return out.getvalue()
+
+
+def test_a_presentation_comes_back_with_its_slides_notes_and_tables_translated() -> None:
+    document = read_document("talk.pptx", slides())
+    assert document.texts == [
+        "El perro",
+        "El perro come pan.",
+        "Un gato bebe agua.",
+        "Un gato",
+        "El niño ve pan.",
+    ]
+    opened = pptx.Presentation(io.BytesIO(document.rebuild(upper(document.texts))))
+    slide = opened.slides[0]
+    assert slide.shapes.title.text == "EL PERRO"
+    assert [p.text for p in slide.placeholders[1].text_frame.paragraphs] == [
+        "EL PERRO COME PAN.",
+        "UN GATO BEBE AGUA.",
+    ]
+    assert slide.notes_slide.notes_text_frame.text == "EL NIÑO VE PAN."
+
+
+def open_document_text() -> bytes:
+    document = OpenDocumentText()
+    document.text.addElement(H(outlinelevel=1, text="El perro"))
+    paragraph = P(text="El perro ")
+    paragraph.addElement(Span(text="come"))
+    paragraph.addText(" pan.")
+    document.text.addElement(paragraph)
+    document.text.addElement(P(text=""))
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def test_an_open_document_comes_back_with_its_headings_and_paragraphs_translated() -> None:
+    document = read_document("letter.odt", open_document_text())
+    assert document.texts == ["El perro", "El perro come pan."]
+    opened = load(io.BytesIO(document.rebuild(upper(document.texts))))
+    assert [teletype.extractText(h) for h in opened.getElementsByType(H)] == ["EL PERRO"]
+    assert [teletype.extractText(p) for p in opened.getElementsByType(P)] == ["EL PERRO COME PAN.", ""]
+
+
+@pytest.mark.parametrize(
+    ("name", "make"), [("a.docx", word_file), ("a.pptx", slides), ("a.odt", open_document_text)]
+)
+def test_a_truncated_office_file_is_refused(name: str, make: Callable[[], bytes]) -> None:
+    data = make()
+    with pytest.raises(BadDocument, match=re.escape(f"{name} is not a valid {Path(name).suffix} file")):
+        read_document(name, data[: len(data) // 2])
 
 
 def test_downloads_expire_and_make_room() -> None:

@@ -3,7 +3,9 @@ to put their translations back. Everything outside the texts comes back as it wa
 
 - ``.txt``: UTF-8 text, one text per paragraph (blank lines apart), its line breaks and spacing kept.
 - ``.srt``, ``.vtt``: subtitles (:mod:`rnnmt.serving.documents.subtitles`).
-- ``.docx``: Word documents (:mod:`rnnmt.serving.documents.docx`).
+- ``.docx``, ``.pptx``, ``.odt``: Word, PowerPoint and OpenDocument text files
+  (:mod:`~rnnmt.serving.documents.docx`, :mod:`~rnnmt.serving.documents.pptx`,
+  :mod:`~rnnmt.serving.documents.odt`).
 - ``.html``, ``.htm``: HTML (:mod:`rnnmt.serving.documents.html`).
 
 The texts are translated sentence by sentence; a malformed file is a :class:`BadDocument` naming
@@ -53,13 +55,15 @@ def text_document(data: bytes, name: str) -> Document:
 
 def read_document(name: str, data: bytes) -> Document:
     """The document of a file called ``name`` holding ``data``, by its extension (:data:`FORMATS`)."""
-    from rnnmt.serving.documents import docx, html, subtitles
+    from rnnmt.serving.documents import docx, html, odt, pptx, subtitles
 
     readers: dict[str, Callable[[bytes, str], Document]] = {
         ".txt": text_document,
         ".srt": subtitles.subtitle_document,
         ".vtt": subtitles.subtitle_document,
         ".docx": docx.docx_document,
+        ".pptx": pptx.pptx_document,
+        ".odt": odt.odt_document,
         ".html": html.html_document,
         ".htm": html.html_document,
     }
@@ -72,5 +76,5 @@ def read_document(name: str, data: bytes) -> Document:
     return reader(data, name)
 
 
-FORMATS = (".txt", ".srt", ".vtt", ".docx", ".html", ".htm")
+FORMATS = (".txt", ".srt", ".vtt", ".docx", ".pptx", ".odt", ".html", ".htm")
 """The extensions :func:`read_document` takes."""
