@@ -234,3 +234,17 @@ def test_the_walk_counts_every_kind_of_import(tmp_path: Path) -> None:
     assert breaks(rule, modules, tmp_path) == [
         "other/mod.py:1 imports pkg.server → pkg/server/__init__.py:1 imports pkg.server.app"
     ]
+
+
+def test_every_package_of_the_source_tree_is_installed() -> None:
+    """pyproject.toml lists the packages setuptools installs: a folder missing from it works in the
+    editable install and is absent from a built one (the container images)."""
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for name, folder in setuptools["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO / folder).parts
+            found.add(".".join([name, *parts]))
+    assert found <= set(setuptools["packages"]), sorted(found - set(setuptools["packages"]))
