@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from docx import Document as open_docx
 from docx.document import Document as DocxFile
 from docx.opc.exceptions import PackageNotFoundError
 from docx.text.paragraph import Paragraph
 
-from rnnmt.serving.documents.formats import BadDocument, Document
+from rnnmt.serving.documents.formats import BadDocument, Document, runs_document
 
 
 def paragraphs(document: DocxFile) -> Iterator[Paragraph]:
@@ -34,16 +34,4 @@ def docx_document(data: bytes, name: str) -> Document:
         document = open_docx(io.BytesIO(data))
     except (zipfile.BadZipFile, PackageNotFoundError, KeyError, ValueError) as exc:
         raise BadDocument(f"{name} is not a valid .docx file: {exc or type(exc).__name__}") from None
-    found = [p for p in paragraphs(document) if p.text.strip() and p.runs]
-
-    def rebuild(translations: Sequence[str]) -> bytes:
-        for paragraph, text in zip(found, translations, strict=True):
-            first, *rest = paragraph.runs
-            first.text = text
-            for run in rest:
-                run.text = ""
-        out = io.BytesIO()
-        document.save(out)
-        return out.getvalue()
-
-    return Document([p.text for p in found], rebuild)
+    return runs_document(document, list(paragraphs(document)))

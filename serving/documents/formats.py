@@ -14,10 +14,12 @@ what is wrong.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import IO, Any, Protocol
 
 from rnnmt.errors import RnnmtError
 
@@ -33,6 +35,30 @@ class Document:
     texts: list[str]
     rebuild: Callable[[Sequence[str]], bytes]
     """The file with these translations of :attr:`texts` in their places."""
+
+
+class Office(Protocol):
+    """A python-docx document or python-pptx presentation."""
+
+    def save(self, file: IO[bytes]) -> None: ...
+
+
+def runs_document(office: Office, paragraphs: Sequence[Any]) -> Document:
+    """The document of an office file's ``paragraphs`` (python-docx's or python-pptx's, with runs): a
+    paragraph's translation goes into its first run, whose formatting it takes, the others emptied."""
+    found = [p for p in paragraphs if p.text.strip() and p.runs]
+
+    def rebuild(translations: Sequence[str]) -> bytes:
+        for paragraph, text in zip(found, translations, strict=True):
+            first, *rest = paragraph.runs
+            first.text = text
+            for run in rest:
+                run.text = ""
+        out = io.BytesIO()
+        office.save(out)
+        return out.getvalue()
+
+    return Document([p.text for p in found], rebuild)
 
 
 def decode(data: bytes, name: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pptx import Presentation
@@ -14,7 +14,7 @@ from pptx.exc import PackageNotFoundError
 from pptx.shapes.group import GroupShape
 from pptx.text.text import _Paragraph
 
-from rnnmt.serving.documents.formats import BadDocument, Document
+from rnnmt.serving.documents.formats import BadDocument, Document, runs_document
 
 
 def shape_paragraphs(shapes: Iterable[Any]) -> Iterator[_Paragraph]:
@@ -39,16 +39,4 @@ def pptx_document(data: bytes, name: str) -> Document:
         found += shape_paragraphs(slide.shapes)
         if slide.has_notes_slide:
             found += shape_paragraphs(slide.notes_slide.shapes)
-    found = [p for p in found if p.text.strip() and p.runs]
-
-    def rebuild(translations: Sequence[str]) -> bytes:
-        for paragraph, text in zip(found, translations, strict=True):
-            first, *rest = paragraph.runs
-            first.text = text
-            for run in rest:
-                run.text = ""
-        out = io.BytesIO()
-        presentation.save(out)
-        return out.getvalue()
-
-    return Document([p.text for p in found], rebuild)
+    return runs_document(presentation, found)
