@@ -115,15 +115,20 @@ def parse_translate(body: dict[str, Any]) -> TranslateCall:
     texts = [q] if isinstance(q, str) else q
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise bad("Invalid request: q must be a string or a list of strings")
-    source, target = string_field(body, "source"), string_field(body, "target")
-    for name, value in (("source", source), ("target", target)):
-        if not value:
-            raise bad(f"Invalid request: missing {name} parameter")
+    source, target = source_and_target(body)
     kind = string_field(body, "format", "text") or "text"
     if kind not in ("text", "html"):
         raise bad(f"Invalid request: format {shorten(kind)!r} is not supported; use text or html")
     alternatives = parse_alternatives(body.get("alternatives"))
     return TranslateCall(texts, not isinstance(q, str), source, target, alternatives, kind)
+
+
+def source_and_target(params: dict[str, Any]) -> tuple[str, str]:
+    source, target = string_field(params, "source"), string_field(params, "target")
+    for name, value in (("source", source), ("target", target)):
+        if not value:
+            raise bad(f"Invalid request: missing {name} parameter")
+    return source, target
 
 
 def string_field(body: dict[str, Any], name: str, default: str = "") -> str:
@@ -151,6 +156,13 @@ class LibreTranslate:
     def __init__(self, service: TranslatorService, door: Door, detector: LanguageDetector) -> None:
         self.service, self.door, self.detector = service, door, detector
         self.downloads = Downloads()
+
+    def sources_to(self, target: str) -> list[str]:
+        """The source languages served with a model to ``target`` (what ``auto`` chooses among)."""
+        sources = sorted(s for s, t in served_pairs(self.service) if t == target)
+        if not sources:
+            raise bad(f"{shorten(target)} is not supported")
+        return sources
 
     def model(self, source: str, target: str) -> ServedModel:
         pairs = served_pairs(self.service)
@@ -191,10 +203,7 @@ class LibreTranslate:
         self.door.spend(key, sum(len(text) for text in texts))
         detected: list[dict[str, Any]] = []
         if source == "auto":
-            sources = sorted(s for s, t in served_pairs(self.service) if t == target)
-            if not sources:
-                raise bad(f"{shorten(target)} is not supported")
-            found = await self.detector.detect(texts, sources)
+            found = await self.detector.detect(texts, self.sources_to(target))
             detected = [{"confidence": confidence, "language": language} for language, confidence in found]
             languages = [language for language, _ in found]
         else:
@@ -228,10 +237,7 @@ class LibreTranslate:
         upload = params.get("file")
         if not isinstance(upload, UploadFile) or not upload.filename:
             raise bad("Invalid request: missing file parameter")
-        source, target = string_field(params, "source"), string_field(params, "target")
-        for name, value in (("source", source), ("target", target)):
-            if not value:
-                raise bad(f"Invalid request: missing {name} parameter")
+        source, target = source_and_target(params)
         filename = PurePath(upload.filename).name
         try:
             document = await asyncio.to_thread(read_document, filename, await upload.read())
@@ -239,8 +245,7 @@ class LibreTranslate:
             raise bad(str(exc)) from None
         self.door.spend(key, sum(len(text) for text in document.texts))
         if source == "auto":
-            sources = sorted(s for s, t in served_pairs(self.service) if t == target)
-            ((source, _),) = await self.detector.detect([" ".join(document.texts)], sources or None)
+            ((source, _),) = await self.detector.detect([" ".join(document.texts)], self.sources_to(target))
         model = self.model(source, target)
         translated = await self.door.run(
             request, "HTTP /translate_file", self.translations(model, document.texts)
@@ -271,9 +276,8 @@ class LibreTranslate:
         return [[h.text for h in t.hypotheses] for t in response.translations]
 
     async def languages(self, request: Request) -> Response:
-        await self.params(
-            request
-        )  # for the key: LibreTranslate's Python client sends it in a GET's form body
+        # The key may be in the body: LibreTranslate's Python client sends it in a GET's form body.
+        await self.params(request)
         targets: dict[str, list[str]] = {}
         for source, target in served_pairs(self.service):
             targets.setdefault(source, []).append(target)
