@@ -29,9 +29,10 @@ from starlette.types import Message
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.client import TranslatorClient
 from rnnmt.serving.http.api import allowed_hosts
-from rnnmt.serving.http.calls import Door, handle_errors
+from rnnmt.serving.http.calls import Door
 from rnnmt.serving.http.detect import DETECT_CHARS
 from rnnmt.serving.server.api_keys import KeyRing
+from rnnmt.serving.server.call import Observed
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.metrics import REQUEST_LOGGER, Metrics
 
@@ -221,21 +222,25 @@ def run_asgi(app: Starlette, path: str) -> tuple[int, Any]:
 
 
 def test_unexpected_errors_are_json_and_logged_with_their_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    door = Door(KeyRing(), 1024, lambda: None, Metrics())
+    metrics = Metrics()
+    door = Door(KeyRing(), 1024, lambda: None, metrics)
 
     async def broken() -> Response:
         raise RuntimeError("a bug")
 
-    @handle_errors
-    async def in_a_call(request: Request) -> Response:
-        return await door.run(request, "HTTP /in-a-call", broken())
+    async def in_a_call(request: Request, _seen: Observed) -> Response:
+        return await door.run(request, broken())
 
-    @handle_errors
-    async def before_a_call(_request: Request) -> Response:
+    async def before_a_call(_request: Request, _seen: Observed) -> Response:
         raise KeyError("another bug")
 
-    app = Starlette(routes=[Route("/in-a-call", in_a_call), Route("/before-a-call", before_a_call)])
-    caplog.set_level(logging.ERROR, logger="rnnmt.serving.http.calls")
+    app = Starlette(
+        routes=[
+            Route("/in-a-call", door.endpoint("HTTP /in-a-call", in_a_call)),
+            Route("/before-a-call", door.endpoint("HTTP /before-a-call", before_a_call)),
+        ]
+    )
+    caplog.set_level(logging.ERROR, logger="rnnmt.serving.server.call")
     for path, bug in (("/in-a-call", "RuntimeError: a bug"), ("/before-a-call", "KeyError: 'another bug'")):
         caplog.clear()
         assert run_asgi(app, path) == (
@@ -245,6 +250,9 @@ def test_unexpected_errors_are_json_and_logged_with_their_traceback(caplog: pyte
         [record] = caplog.records
         assert record.getMessage() == "request failed" and record.exc_info is not None
         fields = record.fields  # type: ignore[attr-defined]
+        assert bug in caplog.text and fields == {"method": f"HTTP {path}", "peer": "127.0.0.1:1234"}
+        labels = {"method": f"HTTP {path}", "code": "INTERNAL"}
+        assert metrics.registry.get_sample_value("rnnmt_requests_total", labels) == 1
         assert bug in caplog.text and fields == {"method": f"HTTP {path}", "peer": "127.0.0.1:1234"}
 
 

@@ -11,10 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from servers import ServerThread, running
 from test_http import PARAGRAPH, TRANSLATED, call
 from test_http_requests import send
+
+from rnnmt.serving.client import TranslatorClient
 
 TRANSLATE = {"q": PARAGRAPH, "source": "es", "target": "en"}
 
@@ -131,3 +134,35 @@ def test_each_text_of_a_list_has_its_detected_language_and_model(two_to_english:
     assert answer["translatedText"] == alone
     status, _, one = send(two_to_english, "/translate", {"q": french, "source": "auto", "target": "en"})
     assert status == 200 and one["detectedLanguage"]["language"] == "fr"
+
+
+def test_the_character_limit_holds_on_every_door_and_every_call_is_counted(model_dir: Path) -> None:
+    """``--char-limit`` as LibreTranslate's: the settings say it, and a longer call is refused on
+    LibreTranslate's routes, /v1/translate and gRPC alike. Refused calls are counted like the others."""
+    limit = len("El perro come pan.")
+    with running(model_dir, workers=1, http_port=0, char_limit=limit) as s:
+        port = s.server.http_port
+        assert call(port, "/frontend/settings")[1]["charLimit"] == limit
+        refused = f"the texts have {limit + 1} characters; at most {limit} per call on this server"
+        long = "El perro come pan. "
+        assert call(port, "/translate", {"q": long, "source": "es", "target": "en"}) == (
+            400,
+            {"error": refused},
+        )
+        assert call(
+            port, "/translate", {"q": ["El perro ", "come pan. "], "source": "es", "target": "en"}
+        ) == (
+            400,
+            {"error": refused},
+        )
+        status, answer = call(port, "/v1/translate", {"texts": [long]})
+        assert (status, answer["error"]["message"]) == (400, refused)
+        with TranslatorClient(s.target) as client, pytest.raises(grpc.RpcError) as error:
+            client.translate([long])
+        assert (error.value.code(), error.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, refused)
+        status, _, answer = send(port, "/translate", {"q": long.strip(), "source": "es", "target": "en"})
+        assert (status, answer) == (200, {"translatedText": "The dog eats bread."})
+        assert s.metric("rnnmt_requests_total", method="HTTP /translate", code="INVALID_ARGUMENT") == 2
+        assert s.metric("rnnmt_requests_total", method="HTTP /translate", code="OK") == 1
+        assert s.metric("rnnmt_requests_total", method="HTTP /v1/translate", code="INVALID_ARGUMENT") == 1
+        assert s.metric("rnnmt_requests_total", method="Translate", code="INVALID_ARGUMENT") == 1

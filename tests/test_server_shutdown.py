@@ -18,11 +18,11 @@ import pytest
 from servers import RNNMT, Gate, ServerThread, answer, wait_until
 
 from rnnmt.serving.server.batcher import Batcher, TranslatorRunner
+from rnnmt.serving.server.call import TranslationCall
 from rnnmt.serving.server.config import ServerConfig
 from rnnmt.serving.server.metrics import Metrics
 from rnnmt.serving.server.model_repository import ModelRepository
 from rnnmt.serving.server.service import TranslatorService
-from rnnmt.v1 import translator_pb2 as pb
 
 BODY = b'{"texts": ["El perro come pan."]}'
 SHUTTING_DOWN = {"error": {"code": 503, "status": "UNAVAILABLE", "message": "the server is shutting down"}}
@@ -109,7 +109,7 @@ def test_a_call_cancelled_as_the_batcher_closes_leaves_no_error_unretrieved(
         service = TranslatorService(metrics, max_texts_per_request=8)
         service.attach(repository, batcher)
         call = asyncio.ensure_future(
-            service.translate(pb.TranslateRequest(texts=["El perro come pan."]), None)
+            service.translate(service.model("toy"), TranslationCall(["El perro come pan."]))
         )
         while not metrics.registry.get_sample_value("rnnmt_queue_sentences"):
             await asyncio.sleep(0)  # until the call waits for its job

@@ -33,8 +33,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnmt.serving.http import libretranslate
-from rnnmt.serving.http.calls import Door, bad, handle_errors
+from rnnmt.serving.http.calls import Door, bad
 from rnnmt.serving.http.detect import LanguageDetector
+from rnnmt.serving.server import protocol
+from rnnmt.serving.server.call import Observed
+from rnnmt.serving.server.model_repository import shorten
 from rnnmt.serving.server.service import TranslatorService
 from rnnmt.v1 import translator_pb2 as pb
 
@@ -122,27 +125,22 @@ def http_app(service: TranslatorService, door: Door, hosts: list[str]) -> Starle
     headers = page_headers(page)
     detector = LanguageDetector(lambda: service.repository)
 
-    @handle_errors
-    async def translate(request: Request) -> Response:
+    async def translate(request: Request, seen: Observed) -> Response:
         key = door.check(request)
         body = await door.body(request)
         message = parse({k: v for k, v in body.items() if k != "timeout"}, pb.TranslateRequest())
-        door.spend(key, sum(len(text) for text in message.texts))
+        seen.model, seen.texts = shorten(message.model), len(message.texts)
+        service.admit(key, sum(len(text) for text in message.texts))
         if "splitSentences" not in body and "split_sentences" not in body:
             message.split_sentences = True
-        timeout = parse_timeout(body.get("timeout"))
-        response = await door.run(request, "HTTP /v1/translate", service.translate(message, timeout))
-        return JSONResponse(to_json(response))
+        model = service.model(message.model, message.model_version)
+        call = protocol.translation_call(message, parse_timeout(body.get("timeout")))
+        results = await door.run(request, service.translate(model, call))
+        return JSONResponse(to_json(protocol.translate_response(model, results)))
 
-    @handle_errors
-    async def models(request: Request) -> Response:
+    async def models(request: Request, _seen: Observed) -> Response:
         door.check(request)
-        wanted = pb.GetModelInfoRequest(model=request.query_params.get("model", ""))
-
-        async def describe() -> pb.ModelInfo:
-            return service.model_info(wanted)
-
-        return JSONResponse(to_json(await door.run(request, "HTTP /v1/models", describe())))
+        return JSONResponse(to_json(service.model_info(request.query_params.get("model", ""))))
 
     async def index(_request: Request) -> Response:
         return HTMLResponse(page, headers=headers)
@@ -153,8 +151,8 @@ def http_app(service: TranslatorService, door: Door, hosts: list[str]) -> Starle
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/translate", translate, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/translate", door.endpoint("HTTP /v1/translate", translate), methods=["POST"]),
+        Route("/v1/models", door.endpoint("HTTP /v1/models", models), methods=["GET"]),
         *libretranslate.routes(service, door, detector),
     ]
     middleware = [

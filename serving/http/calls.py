@@ -3,8 +3,9 @@ bounded JSON or form bodies, and calls that end when their client goes away.
 
 Errors: ``{"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "..."}}`` on the ``/v1``
 endpoints (the gRPC status and the same message as over gRPC); LibreTranslate's endpoints answer
-``{"error": "..."}`` as LibreTranslate does (:mod:`rnnmt.serving.http.libretranslate`). An unexpected
-exception is INTERNAL, its traceback logged like the gRPC side's.
+``{"error": "..."}`` as LibreTranslate does (:mod:`rnnmt.serving.http.libretranslate`). Each endpoint
+runs within :func:`~rnnmt.serving.server.call.observe`, as every gRPC call does: an unexpected exception
+is INTERNAL, its traceback logged, and every call counted, timed and logged.
 
 Bodies are JSON (``application/json`` or a ``+json`` type) or forms (``application/x-www-form-urlencoded``,
 UTF-8 as browsers send it, or ``multipart/form-data``); any other type is refused with 415, so that a
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import sys
-import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -31,11 +30,10 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rnnmt.serving.server.api_keys import ApiKey, KeyRing, OverLimit, TooLarge
+from rnnmt.serving.server.api_keys import ApiKey, KeyRing
+from rnnmt.serving.server.call import CallError, ClientGone, Observed, observe
 from rnnmt.serving.server.metrics import Metrics
-from rnnmt.serving.server.service import settle, status_of
-
-logger = logging.getLogger(__name__)
+from rnnmt.serving.server.service import settle
 
 T = TypeVar("T")
 
@@ -60,17 +58,23 @@ ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class HttpError(Exception):
-    """A call's end with a gRPC status code (mapped to HTTP by :data:`HTTP_STATUS`) and a message, and for
-    a key over its limit the seconds after which to retry (the ``Retry-After`` header)."""
+class HttpError(CallError):
+    """A call's end with a gRPC status code (mapped to HTTP by :data:`HTTP_STATUS` unless told) and a
+    message, and for a key over its limit the seconds after which to retry (the ``Retry-After``
+    header)."""
 
     def __init__(
         self, code: grpc.StatusCode, message: str, http_status: int | None = None, retry_after: int = 0
     ) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+        super().__init__(code, message, retry_after)
         self.http_status = http_status or HTTP_STATUS[code]
         self.headers = {"Retry-After": str(retry_after)} if retry_after else {}
+
+    @classmethod
+    def of(cls, error: CallError) -> HttpError:
+        if isinstance(error, HttpError):
+            return error
+        return cls(error.code, error.message, retry_after=error.retry_after)
 
 
 def error_response(error: HttpError) -> JSONResponse:
@@ -84,12 +88,6 @@ def bad(message: str) -> HttpError:
 
 def peer_of(request: Request) -> str:
     return f"{request.client.host}:{request.client.port}" if request.client else ""
-
-
-def internal_error(method: str, request: Request) -> HttpError:
-    """The INTERNAL error of the exception being handled, its traceback logged (call it in ``except``)."""
-    logger.exception("request failed", extra={"fields": {"method": method, "peer": peer_of(request)}})
-    return HttpError(grpc.StatusCode.INTERNAL, "internal error: the server logged it")
 
 
 def bearer(request: Request) -> str:
@@ -134,18 +132,6 @@ class Door:
             )
         return key
 
-    def spend(self, key: ApiKey | None, characters: int) -> None:
-        """Count a call of ``characters`` against ``key``, or refuse it: 429 with ``Retry-After`` over a
-        limit, 400 when it has more characters than the key may send in a minute."""
-        try:
-            self.keys.spend(key, characters)
-        except OverLimit as exc:
-            raise HttpError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), retry_after=exc.retry_after
-            ) from None
-        except TooLarge as exc:
-            raise bad(str(exc)) from None
-
     async def body(self, request: Request, limit: int | None = None, max_files: int = 0) -> dict[str, Any]:
         """A JSON object or a form body (see the module docstring) of at most ``limit`` bytes
         (``max_body_bytes`` unless told), fields given more than once as lists, or ``{}`` for no body
@@ -182,32 +168,41 @@ class Door:
                 raise too_large(size, limit)
         return b"".join(chunks)
 
-    async def run(self, request: Request, method: str, call: Awaitable[T]) -> T:
-        """Await ``call``, cancelling it if the client goes away first; its errors become
-        :class:`HttpError` (their status in the service's table; anything else INTERNAL, logged), and
-        the call is counted, timed and logged like a gRPC request."""
-        start, code = time.perf_counter(), grpc.StatusCode.OK
+    async def run(self, request: Request, call: Awaitable[T]) -> T:
+        """Await ``call`` (once the request's body is read), cancelling it if the client goes away first
+        (:class:`~rnnmt.serving.server.call.ClientGone`)."""
         work = asyncio.ensure_future(call)
         gone = asyncio.ensure_future(disconnected(request))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
-                code = grpc.StatusCode.CANCELLED
-                raise HttpError(code, "the client went away")
-            try:
-                return work.result()
-            except HttpError as exc:
-                code = exc.code
-                raise
-            except Exception as exc:
-                known = status_of(exc)
-                code = known or grpc.StatusCode.INTERNAL
-                if known is None:
-                    raise internal_error(method, request) from exc
-                raise HttpError(code, str(exc)) from exc
+                raise ClientGone("the client went away")
+            return work.result()
         finally:
             await settle({work, gone})
-            self.metrics.record(method, code.name, time.perf_counter() - start, peer=peer_of(request))
+
+    def endpoint(
+        self,
+        method: str,
+        endpoint: Callable[[Request, Observed], Awaitable[Response]],
+        render: Callable[[HttpError], Response] = error_response,
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint called ``method`` in the metrics and the log, run within
+        :func:`~rnnmt.serving.server.call.observe` like every gRPC call, whose errors become a response
+        by ``render`` (the ``/v1`` JSON error unless told)."""
+
+        async def wrapped(request: Request) -> Response:
+            def cancelled() -> grpc.StatusCode:
+                return grpc.StatusCode.CANCELLED
+
+            try:
+                return await observe(
+                    self.metrics, method, peer_of(request), lambda seen: endpoint(request, seen), cancelled
+                )
+            except CallError as exc:
+                return render(HttpError.of(exc))
+
+        return wrapped
 
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
@@ -293,21 +288,3 @@ def too_large(size: int, limit: int) -> HttpError:
         f"the body has {size} bytes; this server accepts at most {limit}",
         http_status=413,
     )
-
-
-def handle_errors(
-    endpoint: Callable[[Request], Awaitable[Response]],
-    render: Callable[[HttpError], Response] = error_response,
-) -> Callable[[Request], Awaitable[Response]]:
-    """An endpoint whose :class:`HttpError` becomes a response by ``render`` (the ``/v1`` JSON error
-    unless told), and any other exception INTERNAL, logged with its traceback."""
-
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except HttpError as exc:
-            return render(exc)
-        except Exception:
-            return render(internal_error(f"HTTP {request.url.path}", request))
-
-    return wrapped

@@ -52,15 +52,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rnnmt.serving.core.options import MAX_BEAM_SIZE
+from rnnmt.serving.core.options import MAX_BEAM_SIZE, Decoding
 from rnnmt.serving.documents.formats import FORMATS, BadDocument, read_document
-from rnnmt.serving.http.calls import Door, HttpError, bad, bearer, fields, handle_errors
+from rnnmt.serving.http.calls import Door, HttpError, bad, bearer, fields
 from rnnmt.serving.http.detect import LanguageDetector
 from rnnmt.serving.http.downloads import Downloads
 from rnnmt.serving.server.api_keys import ApiKey
+from rnnmt.serving.server.call import Observed, TranslationCall
 from rnnmt.serving.server.model_repository import ServedModel, shorten
 from rnnmt.serving.server.service import TranslatorService, settle
-from rnnmt.v1 import translator_pb2 as pb
 
 T = TypeVar("T")
 
@@ -195,12 +195,13 @@ class LibreTranslate:
             ) from None
         return {**query, **body}, self.door.check(request, str(body.get("api_key", "")))
 
-    async def translate(self, request: Request) -> Response:
+    async def translate(self, request: Request, seen: Observed) -> Response:
         params, key = await self.params(request)
         call = parse_translate(params)
+        seen.texts = len(call.texts)
         texts, source, target, alternatives = call.texts, call.source, call.target, call.alternatives
         alternatives = alternatives if call.format == "text" else 0  # none for HTML, as LibreTranslate
-        self.door.spend(key, sum(len(text) for text in texts))
+        self.service.admit(key, sum(len(text) for text in texts))
         detected: list[dict[str, Any]] = []
         if source == "auto":
             found = await self.detector.detect(texts, self.sources_to(target))
@@ -212,13 +213,14 @@ class LibreTranslate:
         for i, language in enumerate(languages):
             groups.setdefault(language, []).append(i)
         models = {language: self.model(language, target) for language in groups}
+        seen.model = ",".join(model.name for model in models.values())
         for model in models.values():
             beam = model.translator.default_options.beam_size
             if alternatives >= beam:
                 raise bad(f"Invalid request: alternatives must be at most {beam - 1} with this model")
         calls = [self.translations(models[language], [texts[i] for i in group], alternatives, call.format)
                  for language, group in groups.items()]  # fmt: skip
-        answers = await self.door.run(request, "HTTP /translate", gather(calls))
+        answers = await self.door.run(request, gather(calls))
         best = [""] * len(texts)
         others: list[list[str]] = [[] for _ in texts]
         for group, answer in zip(groups.values(), answers, strict=True):
@@ -232,7 +234,7 @@ class LibreTranslate:
             out["detectedLanguage"] = detected if many else detected[0]
         return JSONResponse(out)
 
-    async def translate_file(self, request: Request) -> Response:
+    async def translate_file(self, request: Request, seen: Observed) -> Response:
         params, key = await self.params(request, max_files=1)
         upload = params.get("file")
         if not isinstance(upload, UploadFile) or not upload.filename:
@@ -243,20 +245,19 @@ class LibreTranslate:
             document = await asyncio.to_thread(read_document, filename, await upload.read())
         except BadDocument as exc:
             raise bad(str(exc)) from None
-        self.door.spend(key, sum(len(text) for text in document.texts))
+        self.service.admit(key, sum(len(text) for text in document.texts))
         if source == "auto":
             ((source, _),) = await self.detector.detect([" ".join(document.texts)], self.sources_to(target))
         model = self.model(source, target)
-        translated = await self.door.run(
-            request, "HTTP /translate_file", self.translations(model, document.texts)
-        )
+        seen.model, seen.texts = model.name, len(document.texts)
+        translated = await self.door.run(request, self.translations(model, document.texts))
         data = await asyncio.to_thread(document.rebuild, [hypotheses[0] for hypotheses in translated])
         token = self.downloads.put(filename, data)
         return JSONResponse(
             {"translatedFileUrl": f"{request.base_url}download_file/{token}/{quote(filename)}"}
         )
 
-    async def download_file(self, request: Request) -> Response:
+    async def download_file(self, request: Request, _seen: Observed) -> Response:
         stored = self.downloads.get(request.path_params["token"])
         if stored is None or request.path_params["name"] != stored.name:
             return JSONResponse({"error": "no such file: it expired or was never here"}, status_code=404)
@@ -268,14 +269,11 @@ class LibreTranslate:
         self, model: ServedModel, texts: list[str], alternatives: int = 0, kind: str = "text"
     ) -> list[list[str]]:
         """Per text, its translation and then its alternatives, sentence by sentence, by ``model``."""
-        message = pb.TranslateRequest(texts=texts, model=model.name, model_version=model.version, format=kind)
-        message.split_sentences = True
-        if alternatives:
-            message.options.CopyFrom(pb.DecodingOptions(n_best=alternatives + 1))
-        response = await self.service.translate_many(message, None)
-        return [[h.text for h in t.hypotheses] for t in response.translations]
+        decoding = Decoding(n_best=alternatives + 1) if alternatives else Decoding()
+        call = TranslationCall(texts, decoding, format=kind, split=True)
+        return [[h.text for h in hypotheses] for hypotheses in await self.service.translate_many(model, call)]
 
-    async def languages(self, request: Request) -> Response:
+    async def languages(self, request: Request, _seen: Observed) -> Response:
         # The key may be in the body: LibreTranslate's Python client sends it in a GET's form body.
         await self.params(request)
         targets: dict[str, list[str]] = {}
@@ -288,25 +286,26 @@ class LibreTranslate:
             ]
         )
 
-    async def detect(self, request: Request) -> Response:
+    async def detect(self, request: Request, seen: Observed) -> Response:
         params, key = await self.params(request)
         q = params.get("q")
         if not isinstance(q, str) or not q.strip():
             raise bad("Invalid request: missing q parameter")
-        self.door.spend(key, len(q))
+        seen.texts = 1
+        self.service.admit(key, len(q))
         ((language, confidence),) = await self.detector.detect([q])
         return JSONResponse([{"confidence": confidence, "language": language}])
 
-    async def frontend_settings(self, _request: Request) -> Response:
-        """LibreTranslate's settings: no character limit (bodies are bounded in bytes), whether a key is
-        needed, no suggestions, the file formats, and the default model's languages."""
+    async def frontend_settings(self, _request: Request, _seen: Observed) -> Response:
+        """LibreTranslate's settings: the character limit (``--char-limit``; -1 for none), whether a key
+        is needed, no suggestions, the file formats, and the default model's languages."""
         self.door.check_available()
         repository = self.service.repository
         default = repository.get(repository.default).translator.manifest
         keys = self.door.keys.enabled
         return JSONResponse(
             {
-                "charLimit": -1,
+                "charLimit": self.service.char_limit or -1,
                 "frontendTimeout": FRONTEND_TIMEOUT_MS,
                 "apiKeys": keys,
                 "keyRequired": keys,
@@ -323,7 +322,7 @@ class LibreTranslate:
             }
         )
 
-    async def suggest(self, _request: Request) -> Response:
+    async def suggest(self, _request: Request, _seen: Observed) -> Response:
         raise HttpError(grpc.StatusCode.PERMISSION_DENIED, "Suggestions are disabled on this server.")
 
 
@@ -350,11 +349,14 @@ def unique(alternatives: Sequence[str], translation: str) -> list[str]:
 def routes(service: TranslatorService, door: Door, detector: LanguageDetector) -> list[Route]:
     api = LibreTranslate(service, door, detector)
     return [
-        Route("/translate", handle_errors(api.translate, lt_error), methods=["POST"]),
-        Route("/languages", handle_errors(api.languages, lt_error), methods=["GET"]),
-        Route("/detect", handle_errors(api.detect, lt_error), methods=["POST"]),
-        Route("/frontend/settings", handle_errors(api.frontend_settings, lt_error), methods=["GET"]),
-        Route("/suggest", handle_errors(api.suggest, lt_error), methods=["POST"]),
-        Route("/translate_file", handle_errors(api.translate_file, lt_error), methods=["POST"]),
-        Route("/download_file/{token}/{name}", handle_errors(api.download_file, lt_error), methods=["GET"]),
+        Route(path, door.endpoint(f"HTTP {path}", endpoint, lt_error), methods=[method])
+        for path, endpoint, method in (
+            ("/translate", api.translate, "POST"),
+            ("/languages", api.languages, "GET"),
+            ("/detect", api.detect, "POST"),
+            ("/frontend/settings", api.frontend_settings, "GET"),
+            ("/suggest", api.suggest, "POST"),
+            ("/translate_file", api.translate_file, "POST"),
+            ("/download_file/{token}/{name}", api.download_file, "GET"),
+        )
     ]

@@ -74,7 +74,9 @@ class TranslationServer:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._unavailable: str | None = "the server is loading its models; retry shortly"
-        self.service = TranslatorService(self.metrics, self.config.max_texts_per_request)
+        self.service = TranslatorService(
+            self.metrics, self.config.max_texts_per_request, self.config.char_limit
+        )
         self.keys = KeyRing()  # no keys until started
         self._server: grpc.aio.Server | None = None
         self._batcher: Batcher | None = None

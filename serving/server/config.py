@@ -37,6 +37,7 @@ class ServerConfig:
     max_queue_delay_ms: float = 2.0
     max_queued_sentences: int = 4096
     max_texts_per_request: int = 256
+    char_limit: int = 0
     max_message_bytes: int = 4 * MIB
     max_concurrent_rpcs: int = 1000
     grace_seconds: float = 10.0
@@ -81,6 +82,7 @@ class ServerConfig:
             (self.max_batch_rows >= 1, "--max-batch-rows must be at least 1"),
             (self.max_queue_delay_ms >= 0, "--max-queue-delay-ms must be 0 or more"),
             (self.max_texts_per_request >= 1, "--max-texts-per-request must be at least 1"),
+            (self.char_limit >= 0, "--char-limit must be 0 (none) or more"),
             (
                 self.max_queued_sentences >= self.max_texts_per_request,
                 "--max-queued-sentences must be at least --max-texts-per-request",
@@ -137,6 +139,8 @@ _HELP = {
     "max_queued_sentences": "sentences waiting for a worker; a request that does not fit is refused "
     "with RESOURCE_EXHAUSTED (INVALID_ARGUMENT if it has more sentences than the whole queue)",
     "max_texts_per_request": "texts in one TranslateRequest",
+    "char_limit": "characters of the texts of one call, summed, on every door (a file's texts on "
+    "/translate_file); more is INVALID_ARGUMENT / 400. 0: no limit",
     "max_message_bytes": "largest gRPC message received or sent",
     "max_concurrent_rpcs": "calls in progress at once; more are refused with RESOURCE_EXHAUSTED",
     "grace_seconds": "on SIGTERM/SIGINT, how long calls in flight may take to finish",

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from rnnmt.serving.core.options import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, Decoding
 from rnnmt.serving.core.translator import TextHypothesis
+from rnnmt.serving.server.call import TranslationCall
 from rnnmt.serving.server.model_repository import ReloadReport, ServedModel
 from rnnmt.v1 import admin_pb2 as admin_pb
 from rnnmt.v1 import translator_pb2 as pb
@@ -18,6 +19,17 @@ def decoding(options: pb.DecodingOptions) -> Decoding:
         n_best=options.n_best,
         length_penalty=options.length_penalty if options.HasField("length_penalty") else None,
         max_output_tokens=options.max_output_tokens,
+    )
+
+
+def translation_call(request: pb.TranslateRequest, timeout: float | None) -> TranslationCall:
+    """The call of a TranslateRequest, given ``timeout`` seconds (None: no deadline)."""
+    return TranslationCall(
+        texts=request.texts,
+        decoding=decoding(request.options),
+        format=request.format or "text",
+        split=request.split_sentences,
+        timeout=timeout,
     )
 
 

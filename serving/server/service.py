@@ -1,7 +1,9 @@
-"""The ``rnnmt.v1.Translator`` service: each request is checked once, then translated on the batcher.
+"""The translation service: :meth:`TranslatorService.translate` checks a call once and translates it on
+the batcher, for every door; and the ``rnnmt.v1.Translator`` gRPC methods over it.
 
-Every request ends with a status code of its own: its errors become codes through one table,
-:data:`STATUS`, and an unexpected exception becomes INTERNAL with its traceback in the log."""
+Every request ends with a status code of its own (:func:`~rnnmt.serving.server.call.observe`): its
+errors become codes through one table, and an unexpected exception becomes INTERNAL with its traceback
+in the log."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -23,15 +26,23 @@ from rnnmt.serving.core.segment import Segmented
 from rnnmt.serving.core.translator import TextHypothesis, Translator, join_translations
 from rnnmt.serving.documents.html import html_texts, put_back
 from rnnmt.serving.server import protocol
-from rnnmt.serving.server.api_keys import KeyRing, OverLimit, TooLarge
-from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
+from rnnmt.serving.server.api_keys import ApiKey, KeyRing
+from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired
+from rnnmt.serving.server.call import (
+    FORMATS,
+    CallError,
+    InvalidRequest,
+    Observed,
+    TranslationCall,
+    TranslationFailed,
+    observe,
+)
 from rnnmt.serving.server.interceptors import bearer_of
 from rnnmt.serving.server.metrics import Metrics
 from rnnmt.serving.server.model_repository import (
     MAX_NAME_CHARS,
     ModelRepository,
     ServedModel,
-    UnknownModel,
     shorten,
 )
 from rnnmt.v1 import translator_pb2 as pb
@@ -70,47 +81,11 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 
 
-class InvalidRequest(RnnmtError):
-    """A request field is out of range; the message names it."""
-
-
-class TranslationFailed(RnnmtError):
-    """The search of a request's sentences failed; the batcher logged why."""
-
-
-STATUS: dict[type[Exception], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    TooLarge: grpc.StatusCode.INVALID_ARGUMENT,
-    OverLimit: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    UnknownModel: grpc.StatusCode.NOT_FOUND,
-    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    BatcherClosed: grpc.StatusCode.UNAVAILABLE,
-    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
-    TranslationFailed: grpc.StatusCode.INTERNAL,
-}
-"""The status code of each error a request may end with, its message going to the caller. Any other
-exception is unexpected: INTERNAL, with its traceback in the log."""
-
-
-def status_of(error: Exception) -> grpc.StatusCode | None:
-    """The status code of a request's error in :data:`STATUS`; None for an unexpected one."""
-    return next((status for kind, status in STATUS.items() if isinstance(error, kind)), None)
-
-
-class ServiceError(Exception):
-    """How :meth:`TranslatorService._observe` ends a request: the status code and message to abort with,
-    and for a key over its limit the seconds after which to retry."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-    async def abort(self, context: grpc.aio.ServicerContext) -> NoReturn:
-        if self.retry_after:
-            context.set_trailing_metadata((("retry-after", str(self.retry_after)),))
-        await context.abort(self.code, self.message)
+def abort_with(error: CallError, context: grpc.aio.ServicerContext) -> Awaitable[NoReturn]:
+    """End a gRPC call with ``error``'s code and message (and ``retry-after`` trailing metadata)."""
+    if error.retry_after:
+        context.set_trailing_metadata((("retry-after", str(error.retry_after)),))
+    return context.abort(error.code, error.message)
 
 
 async def settle(tasks: set[asyncio.Future[Any]]) -> None:
@@ -143,10 +118,11 @@ class TranslatorService(pb_grpc.TranslatorServicer):
     repository: ModelRepository
     batcher: Batcher
 
-    def __init__(self, metrics: Metrics, max_texts_per_request: int) -> None:
+    def __init__(self, metrics: Metrics, max_texts_per_request: int, char_limit: int = 0) -> None:
         self.metrics = metrics
         self.keys = KeyRing()  # the server's, once it starts
         self.max_texts_per_request = max_texts_per_request
+        self.char_limit = char_limit
         self._preparing = ThreadPoolExecutor(PREPARING, thread_name_prefix="rnnmt-prepare")
 
     def attach(self, repository: ModelRepository, batcher: Batcher) -> None:
@@ -159,16 +135,16 @@ class TranslatorService(pb_grpc.TranslatorServicer):
     ) -> pb.TranslateResponse:
         try:
             return await self._observe("Translate", request, context, self._translate)
-        except ServiceError as exc:
-            await exc.abort(context)
+        except CallError as exc:
+            await abort_with(exc, context)
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
         try:
             return await self._observe("GetModelInfo", request, context, self._model_info)
-        except ServiceError as exc:
-            await exc.abort(context)
+        except CallError as exc:
+            await abort_with(exc, context)
 
     async def TranslateStream(
         self, request_iterator: AsyncIterator[pb.TranslateRequest], context: grpc.aio.ServicerContext
@@ -220,8 +196,8 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 response = await current
                 slots.release()
                 await context.write(response)
-        except ServiceError as exc:
-            await exc.abort(context)
+        except CallError as exc:
+            await abort_with(exc, context)
         finally:
             await settle(tasks)
 
@@ -234,45 +210,30 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         context: grpc.aio.ServicerContext,
         handler: Callable[[Request, grpc.aio.ServicerContext], Awaitable[Response]],
     ) -> Response:
-        """Run ``handler``, then count, time and log the request. An error it raises becomes a
-        :class:`ServiceError` with its code in :data:`STATUS`; anything unexpected becomes INTERNAL."""
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        peer = context.peer()
-        try:
+        """Run ``handler`` within :func:`~rnnmt.serving.server.call.observe`: its errors become
+        :class:`CallError`; a call cancelled this close to its deadline ended by the deadline."""
+
+        async def work(seen: Observed) -> Response:
+            seen.model = shorten(getattr(request, "model", "") or self.repository.default)
+            seen.texts = len(getattr(request, "texts", ()))
             return await handler(request, context)
-        except asyncio.CancelledError:  # by the client, or by gRPC at the deadline
+
+        def cancelled() -> grpc.StatusCode:
             remaining = context.time_remaining()
             expired = remaining is not None and remaining <= DEADLINE_SLACK
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            known = status_of(exc)
-            if known is not None:
-                code = known
-                raise ServiceError(code, str(exc), getattr(exc, "retry_after", 0)) from None
-            code = grpc.StatusCode.INTERNAL
-            logger.exception("request failed", extra={"fields": {"method": method, "peer": peer}})
-            raise ServiceError(code, "internal error: the server logged it") from None
-        finally:
-            self.metrics.record(
-                method,
-                code.name,
-                time.perf_counter() - start,
-                model=shorten(getattr(request, "model", "") or self.repository.default),
-                texts=len(getattr(request, "texts", ())),
-                peer=peer,
-            )
+            return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+
+        return await observe(self.metrics, method, context.peer(), work, cancelled)
 
     async def _model_info(self, request: pb.GetModelInfoRequest, _context: Any) -> pb.ModelInfo:
-        return self.model_info(request)
+        return self.model_info(request.model)
 
-    def model_info(self, request: pb.GetModelInfoRequest) -> pb.ModelInfo:
-        """Every version served of every model, or of the model ``request.model`` names."""
+    def model_info(self, name: str = "") -> pb.ModelInfo:
+        """Every version served of every model, or of the model ``name`` (empty: all)."""
         repository = self.repository
         models = repository.models
-        if request.model:
-            name = self._model(request.model).name
+        if name:
+            name = self.model(name).name
             models = {name: models.get(name, {})}
         return protocol.model_info(models, repository.default, self.max_texts_per_request)
 
@@ -280,100 +241,100 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext
     ) -> pb.TranslateResponse:
         key = self.keys.find(bearer_of(context.invocation_metadata() or ()))
-        self.keys.spend(key, sum(len(text) for text in request.texts))
-        return await self.translate(request, context.time_remaining())
+        self.admit(key, sum(len(text) for text in request.texts))
+        model = self.model(request.model, request.model_version)
+        results = await self.translate(model, protocol.translation_call(request, context.time_remaining()))
+        return protocol.translate_response(model, results)
 
-    async def translate(self, request: pb.TranslateRequest, timeout: float | None) -> pb.TranslateResponse:
-        """Check the request once (model, size, options, room in the queue, sources), then translate its
-        non-empty texts within ``timeout`` seconds (None: no deadline). Its errors are those of
-        :data:`STATUS`."""
-        texts, limit = request.texts, self.max_texts_per_request
+    def admit(self, key: ApiKey | None, characters: int) -> None:
+        """Refuse a call of ``characters`` over the server's limit (INVALID_ARGUMENT), or over the limits
+        of ``key`` (None: a server without keys); else count it against the key."""
+        if self.char_limit and characters > self.char_limit:
+            raise InvalidRequest(
+                f"the texts have {characters} characters; at most {self.char_limit} per call on this server"
+            )
+        self.keys.spend(key, characters)
+
+    def model(self, name: str, version: str = "") -> ServedModel:
+        """The served model a call names (empty: the default; its latest version); a name is refused
+        unread past :data:`MAX_NAME_CHARS`."""
+        for field, value in (("model", name), ("model_version", version)):
+            if len(value) > MAX_NAME_CHARS:
+                raise InvalidRequest(f"{field} is {len(value)} characters long; at most {MAX_NAME_CHARS}")
+        return self.repository.get(name, version)
+
+    async def translate(self, model: ServedModel, call: TranslationCall) -> list[list[TextHypothesis]]:
+        """Check the call once (size, format, options, room in the queue, sources), then translate its
+        texts with ``model``: per text, its hypotheses, best first (an empty text translates to "").
+        Its errors are those of :data:`~rnnmt.serving.server.call.STATUS`."""
+        texts, limit = call.texts, self.max_texts_per_request
         if len(texts) > limit:
             raise InvalidRequest(f"texts has {len(texts)} entries; at most {limit} per request")
-        if request.format not in ("", "text", "html"):
-            raise InvalidRequest(f"format must be text or html, not {shorten(request.format)!r}")
-        if request.format == "html":
-            return await self._translate_html(request, timeout)
-        model = self._model(request.model, request.model_version)
+        if call.format not in FORMATS:
+            raise InvalidRequest(f"format must be text or html, not {shorten(call.format)!r}")
+        if call.format == "html":
+            return await self._translate_html(model, call)
         translator = model.translator
-        options = translator.default_options.overlay(protocol.decoding(request.options))
+        options = translator.default_options.overlay(call.decoding)
         try:
             translator.check_options(options)
         except RnnmtError as exc:
             raise InvalidRequest(f"options.{exc}") from None
         if sum(len(text) for text in texts) > INLINE_TOKENIZE_CHARS:
-            self._check_room(fewest_sources(texts, request.split_sentences, GLANCE_CHARS))  # at once
-            work = self._preparing.submit(self._prepare, translator, texts, request.split_sentences)
+            self._check_room(fewest_sources(texts, call.split, GLANCE_CHARS))  # at once
+            work = self._preparing.submit(self._prepare, translator, texts, call.split)
             # a cancelled call cancels the work, unless it has started
             sources, segmented = await asyncio.wrap_future(work)
         else:
-            sources, segmented = self._prepare(translator, texts, request.split_sentences)
+            sources, segmented = self._prepare(translator, texts, call.split)
         todo = [i for i, ids in enumerate(sources) if ids]  # an empty text translates to ""
         self._check_room(len(todo))
         results = [[TextHypothesis("", 0.0)] for _ in sources]
         if todo:
-            found = await self._run(model, [sources[i] for i in todo], options, timeout)
+            found = await self._run(model, [sources[i] for i in todo], options, call.timeout)
             for i, hyps in zip(todo, found, strict=True):
                 results[i] = hyps
         if segmented is not None:
             results = join_translations(segmented, results)
-        return protocol.translate_response(model, results)
+        return results
 
-    async def translate_many(
-        self, request: pb.TranslateRequest, timeout: float | None
-    ) -> pb.TranslateResponse:
-        """:meth:`translate` for any number of texts: :attr:`max_texts_per_request` at a time, one part after
-        the other, all within ``timeout`` seconds, answered as one response."""
-        step, deadline = self.max_texts_per_request, None if timeout is None else time.monotonic() + timeout
-        out = pb.TranslateResponse()
-        for start in range(0, max(1, len(request.texts)), step):
-            part = pb.TranslateRequest()
-            part.CopyFrom(request)
-            del part.texts[:]
-            part.texts.extend(request.texts[start : start + step])
+    async def translate_many(self, model: ServedModel, call: TranslationCall) -> list[list[TextHypothesis]]:
+        """:meth:`translate` for any number of texts: :attr:`max_texts_per_request` at a time, one part
+        after the other, all within the call's timeout."""
+        step, timeout = self.max_texts_per_request, call.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results: list[list[TextHypothesis]] = []
+        for start in range(0, len(call.texts), step):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            response = await self.translate(part, left)
-            out.translations.extend(response.translations)
-            out.model, out.model_version = response.model, response.model_version
-        return out
+            part = replace(call, texts=call.texts[start : start + step], timeout=left)
+            results.extend(await self.translate(model, part))
+        return results
 
-    async def _translate_html(
-        self, request: pb.TranslateRequest, timeout: float | None
-    ) -> pb.TranslateResponse:
+    async def _translate_html(self, model: ServedModel, call: TranslationCall) -> list[list[TextHypothesis]]:
         """Each text an HTML document: its texts between tags translated sentence by sentence and put back
         (:mod:`rnnmt.serving.documents.html`), scored with their mean score."""
-        if request.options.n_best > 1:
+        if call.decoding.n_best > 1:
             raise InvalidRequest("options.n_best must be 1 with format html")
-        if sum(len(text) for text in request.texts) > INLINE_TOKENIZE_CHARS:
+        deadline = None if call.timeout is None else time.monotonic() + call.timeout
+        if sum(len(text) for text in call.texts) > INLINE_TOKENIZE_CHARS:
             parsed = await asyncio.wrap_future(
-                self._preparing.submit(lambda: [html_texts(t) for t in request.texts])
+                self._preparing.submit(lambda: [html_texts(t) for t in call.texts])
             )
         else:
-            parsed = [html_texts(text) for text in request.texts]
-        inner = pb.TranslateRequest(
-            model=request.model,
-            model_version=request.model_version,
-            options=request.options,
-            split_sentences=True,
-        )
-        inner.texts.extend(t for texts, _, _ in parsed for t in texts)
-        response = await self.translate_many(inner, timeout)
-        found = iter(response.translations)
-        out = pb.TranslateResponse(model=response.model, model_version=response.model_version)
-        for texts, spans, text in parsed:
-            best = [next(found).hypotheses[0] for _ in texts]
-            score = sum(h.score for h in best) / len(best) if best else 0.0
-            out.translations.add().hypotheses.add(
-                text=put_back(text, spans, [h.text for h in best]), score=score
+            parsed = [html_texts(text) for text in call.texts]
+        inner = [t for texts, _, _ in parsed for t in texts]
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        found = iter(
+            await self.translate_many(
+                model, replace(call, texts=inner, format="text", split=True, timeout=left)
             )
-        return out
-
-    def _model(self, name: str, version: str = "") -> ServedModel:
-        """The served model a request names; a name is refused unread past :data:`MAX_NAME_CHARS`."""
-        for field, value in (("model", name), ("model_version", version)):
-            if len(value) > MAX_NAME_CHARS:
-                raise InvalidRequest(f"{field} is {len(value)} characters long; at most {MAX_NAME_CHARS}")
-        return self.repository.get(name, version)
+        )
+        results = []
+        for texts, spans, text in parsed:
+            best = [next(found)[0] for _ in texts]
+            score = sum(h.score for h in best) / len(best) if best else 0.0
+            results.append([TextHypothesis(put_back(text, spans, [h.text for h in best]), score)])
+        return results
 
     def _prepare(
         self, translator: Translator, texts: Sequence[str], split: bool
