@@ -8,7 +8,20 @@ import argparse
 import sys
 
 from rnnmt import __version__
-from rnnmt.commands import batch, data, evaluate, export, health, plot, reload, serve, sign, train, translate
+from rnnmt.commands import (
+    batch,
+    data,
+    evaluate,
+    export,
+    health,
+    plot,
+    reload,
+    serve,
+    sign,
+    train,
+    translate,
+    upgrade,
+)
 from rnnmt.commands.common import CommandParser
 from rnnmt.errors import RnnmtError
 
@@ -17,6 +30,7 @@ COMMANDS = (
     train,
     evaluate,
     export,
+    upgrade,
     sign,
     serve,
     reload,

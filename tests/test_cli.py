@@ -21,6 +21,7 @@ HELP = [
     ["train"],
     ["evaluate"],
     ["export"],
+    ["upgrade"],
     ["keys", "new"],
     ["sign"],
     ["serve"],

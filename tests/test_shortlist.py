@@ -125,7 +125,7 @@ def test_a_shortlisted_package_translates_the_same_whatever_the_batching(
     package = shortlisted(quantize)
     engine = Translator.from_package(package, threads=1)
     manifest = engine.manifest
-    assert manifest.format_version == 2 and manifest.shortlist is not None
+    assert manifest.format_version == 3 and manifest.shortlist is not None
     assert manifest.shortlist["size"] == SIZE and manifest.quantization == quantize
     options = SearchOptions(beam_size=5, n_best=2)
     sources = engine.tokenize(SOURCES)
@@ -156,9 +156,9 @@ def test_through_the_server_a_sentence_gets_what_it_gets_alone(
         assert got == [(h.text, pytest.approx(h.score, abs=1e-5)) for h in alone[text]]
 
 
-def test_packages_without_a_shortlist_stay_format_1(model_dir: Path) -> None:
+def test_packages_without_a_shortlist_say_none(model_dir: Path) -> None:
     manifest = json.loads((model_dir / "toy" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and "shortlist" not in manifest
+    assert manifest["format_version"] == 3 and manifest["shortlist"] is None
     assert load_package(model_dir / "toy").manifest.shortlist is None
 
 

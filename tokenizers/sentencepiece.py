@@ -81,6 +81,14 @@ class Tokenizer:
         """Token ids of each text, no bos/eos."""
         return self._sp.encode(list(texts), out_type=int)
 
+    def pieces(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The ids of ``text``'s pieces (as :meth:`encode`) and where each piece is in it: its
+        characters' span (the whitespace it stands for included)."""
+        proto = self._sp.encode(text, return_type="proto")  # spans in UTF-8 bytes
+        char_at = [i for i, char in enumerate(text) for _ in range(len(char.encode()))] + [len(text)]
+        spans = [(char_at[piece.begin], char_at[piece.end]) for piece in proto.pieces]
+        return [piece.id for piece in proto.pieces], spans
+
     def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Texts of id sequences; special ids are skipped."""
         return self._sp.decode([[i for i in seq if i > EOS_ID] for seq in ids])

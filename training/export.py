@@ -47,6 +47,7 @@ import rnnmt
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import (
+    ATTENTION_OUTPUT,
     DECODER_FILE,
     ENCODER_FILE,
     ENCODER_INPUTS,
@@ -65,6 +66,7 @@ from rnnmt.serving.core.package import (
     file_record,
 )
 from rnnmt.tokenizers.sentencepiece import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from rnnmt.training.attention import expose_attention
 from rnnmt.training.checkpoint import LoadedModel, load_model
 from rnnmt.training.model import Seq2Seq
 from rnnmt.training.quantize import quantize_graphs
@@ -278,6 +280,7 @@ def measure_graphs(
     expected, actual = [e[expand] for e in expected], [a[expand] for a in actual]
 
     decoder_diff = 0.0
+    step_outputs = [o.name for o in decoder_session.get_outputs() if o.name != ATTENTION_OUTPUT]
     prev = np.full(len(expand), BOS_ID, dtype=np.int64)
     for _ in range(steps):
         beam_scores = -rng.random(len(expand), dtype=np.float32) * 5
@@ -294,7 +297,7 @@ def measure_graphs(
                 strict=True,
             )
         )
-        ort_scores, ort_ids, *actual_state = decoder_session.run(None, feeds)
+        ort_scores, ort_ids, *actual_state = decoder_session.run(step_outputs, feeds)
         # Compare per token id, so near-ties ordered differently by the two TopKs do not count.
         full = np.empty((len(scores), vocab), dtype=scores.dtype)
         np.put_along_axis(full, ids, scores, axis=1)
@@ -382,10 +385,11 @@ def build_package(
             "quantized_decoder_max_abs_diff": quantized["decoder"],
             "quantized": "measured, not enforced",
         }
+    expose_attention(decoder_path)
     tokenizers = write_tokenizers(loaded, root)
     manifest = Manifest(
         format=FORMAT,
-        format_version=FORMAT_VERSION if shortlist_record else 1,  # 1: readable by older rnnmt
+        format_version=FORMAT_VERSION,  # 3: the decoder outputs its attention
         rnnmt_version=rnnmt.__version__,
         source_language=loaded.config.data.src_lang,
         target_language=loaded.config.data.tgt_lang,

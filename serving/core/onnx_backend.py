@@ -23,6 +23,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.beam_search import Arrays
 from rnnmt.serving.core.package import (
+    ATTENTION_OUTPUT,
     DECODER_FILE,
     ENCODER_FILE,
     ENCODER_INPUTS,
@@ -33,6 +34,7 @@ from rnnmt.serving.core.package import (
     STEP_OUTPUTS,
 )
 from rnnmt.serving.core.shortlist import Shortlist
+from rnnmt.tokenizers.sentencepiece import BOS_ID
 
 NO_EXTERNAL_DATA = os.path.join(os.devnull, "no-external-data")
 """A folder that cannot exist (under a file): where a graph's external data files are looked for."""
@@ -101,6 +103,7 @@ class OnnxBackend:
         state_names: Sequence[str],
         threads: int = 0,
         shortlist: Shortlist | None = None,
+        attention: bool = False,
     ) -> None:
         encoder, decoder = root / ENCODER_FILE, root / DECODER_FILE
         self.encoder = open_session(encoder_graph, encoder, threads)
@@ -118,7 +121,13 @@ class OnnxBackend:
             [i.name for i in self.decoder.get_inputs()],
             [*STEP_INPUTS, *self.memory_names, *self.state_names],
         )
-        check_names(decoder, "outputs", [o.name for o in self.decoder.get_outputs()], self.step_outputs)
+        self.attention = attention
+        check_names(
+            decoder,
+            "outputs",
+            [o.name for o in self.decoder.get_outputs()],
+            [*self.step_outputs, *([ATTENTION_OUTPUT] if attention else [])],
+        )
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[Arrays, Arrays]:
         """src [N,S] int64, lengths [N] int64 → memory (states, keys, mask(, positions, vocab)), initial
@@ -143,7 +152,20 @@ class OnnxBackend:
         k: int,
     ) -> tuple[np.ndarray, np.ndarray, Arrays]:
         """prev [R] int64, beam_scores [R], eos_bias [R] float32 → scores [R,k], ids [R,k], next state."""
-        feeds = {
+        feeds = self._feeds(prev, state, memory, beam_scores, eos_bias, k)
+        scores, ids, *next_state = self.decoder.run(self.step_outputs, feeds)
+        return scores, ids, tuple(next_state)
+
+    def _feeds(
+        self,
+        prev: np.ndarray,
+        state: Arrays,
+        memory: Arrays,
+        beam_scores: np.ndarray,
+        eos_bias: np.ndarray,
+        k: int,
+    ) -> dict[str, np.ndarray]:
+        return {
             "prev": prev,
             "beam_scores": beam_scores,
             "eos_bias": eos_bias,
@@ -154,5 +176,21 @@ class OnnxBackend:
             },
             **dict(zip(self.state_names, state, strict=True)),
         }
-        scores, ids, *next_state = self.decoder.run(self.step_outputs, feeds)
-        return scores, ids, tuple(next_state)
+
+    def attention_of(self, source: Sequence[int], target: Sequence[int]) -> np.ndarray:
+        """The attention weights [T,S] of the decoder forced through ``target`` (T pieces, EOS not
+        included) given ``source`` (S ids, EOS included): row t is where it looked to produce piece t.
+        One sentence at a time, so the weights never depend on other sentences."""
+        if not self.attention:
+            raise RnnmtError("this package's decoder does not output its attention (format 3 does)")
+        src = np.array([source], dtype=np.int64)
+        memory, state = self.encode(src, np.array([len(source)], dtype=np.int64))
+        outputs = [*self.step_outputs, ATTENTION_OUTPUT]
+        rows = []
+        zeros = np.zeros(1, dtype=np.float32)
+        for prev in [BOS_ID, *target][: len(target)]:
+            feeds = self._feeds(np.array([prev], dtype=np.int64), state, memory, zeros, zeros, 1)
+            _, _, *next_state, weights = self.decoder.run(outputs, feeds)
+            rows.append(weights.reshape(-1))
+            state = tuple(next_state)
+        return np.stack(rows) if rows else np.zeros((0, len(source)), dtype=np.float32)

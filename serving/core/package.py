@@ -37,8 +37,10 @@ if TYPE_CHECKING:
     from rnnmt.serving.core.signing import TrustedKeys
 
 FORMAT = "rnnmt-onnx-package"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+ATTENTION_VERSION = 3
+"""The first format whose decoder step also outputs its attention weights (:data:`ATTENTION_OUTPUT`)."""
 SHORTLIST_FILE = "shortlist.npz"
 MANIFEST_FILE = "manifest.json"
 ENCODER_FILE = "encoder.onnx"
@@ -52,6 +54,8 @@ STEP_INPUTS = ("prev", "beam_scores", "eos_bias", "k")
 STEP_OUTPUTS = ("topk_scores", "topk_ids")
 SHORTLIST_INPUTS = ("positions", "vocab")
 NEXT_PREFIX = "next_"
+ATTENTION_OUTPUT = "attention"
+"""Format 3: the decoder step's attention weights over the source, [R,1,S], each row summing to 1."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,11 @@ class Manifest:
     files: dict[str, dict[str, Any]]
     # Format 2: {"file": SHORTLIST_FILE, "size": L, ...how it was built and its coverage}, or None.
     shortlist: dict[str, Any] | None = None
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the decoder step outputs its attention weights (:data:`ATTENTION_OUTPUT`)."""
+        return self.format_version >= ATTENTION_VERSION
 
     def to_json(self) -> str:
         names = [f.name for f in fields(self) if f.name != "shortlist" or self.format_version >= 2]

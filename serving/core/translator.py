@@ -6,12 +6,15 @@ translate through :class:`Translator`, so they tokenize, limit and batch identic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from rnnmt.errors import RnnmtError
+from rnnmt.serving.core.alignment import Alignment, align
 from rnnmt.serving.core.beam_search import DecoderBackend, Hypothesis, search_sorted
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.package import (
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
     from rnnmt.serving.core.signing import TrustedKeys
 
 DEFAULT_OPTIONS = SearchOptions()
+
+AttentionOf = Callable[[Sequence[int], Sequence[int]], np.ndarray]
+"""(source ids with EOS [S], target ids [T]) → the decoder's attention [T,S] forced through the target."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class Translator:
         max_batch_rows: int = 256,
         default_options: SearchOptions = DEFAULT_OPTIONS,
         package: ModelPackage | None = None,
+        attention: AttentionOf | None = None,
     ) -> None:
         if max_batch_rows < 1:
             raise RnnmtError(f"max_batch_rows must be at least 1, not {max_batch_rows}")
@@ -70,6 +77,7 @@ class Translator:
         self.max_batch_rows = max_batch_rows
         self.default_options = default_options
         self.package = package
+        self.attention = attention
 
     @classmethod
     def from_package(
@@ -109,10 +117,26 @@ class Translator:
             shortlist = Shortlist.load(files[SHORTLIST_FILE], shortlist_path).check(
                 src.vocab_size, tgt.vocab_size, str(shortlist_path)
             )
+        attention = manifest.has_attention
         backend = OnnxBackend(
-            files[ENCODER_FILE], files[DECODER_FILE], package.root, manifest.decoder_state, threads, shortlist
+            files[ENCODER_FILE],
+            files[DECODER_FILE],
+            package.root,
+            manifest.decoder_state,
+            threads,
+            shortlist,
+            attention,
         )
-        translator = cls(backend, src, tgt, manifest.max_input_tokens, max_batch_rows, defaults, package)
+        translator = cls(
+            backend,
+            src,
+            tgt,
+            manifest.max_input_tokens,
+            max_batch_rows,
+            defaults,
+            package,
+            backend.attention_of if attention else None,
+        )
         try:
             translator.check_options(defaults)
         except RnnmtError as exc:  # "beam_size must be ..." → "<manifest>: decoding.beam_size must be ..."
@@ -206,6 +230,16 @@ class Translator:
             sources, segmented = self.prepare_split(texts)
             return join_translations(segmented, self.texts_of(self.translate_ids(sources, options)))
         return self.texts_of(self.translate_ids(self.tokenize(texts), options))
+
+    def align(self, source: str, target: str) -> Alignment:
+        """Which word of ``source`` each word of ``target``, its translation, was translated from
+        (:mod:`~rnnmt.serving.core.alignment`); one sentence each, within the length limit."""
+        if self.attention is None:
+            raise RnnmtError("this model cannot align words: export it again, or `rnnmt upgrade` it")
+        source_ids, source_spans = self.src_tokenizer.pieces(source)
+        target_ids, target_spans = self.tgt_tokenizer.pieces(target)
+        weights = self.attention([*source_ids, EOS_ID], target_ids)
+        return align(weights, source, source_spans, target, target_spans)
 
     def texts_of(self, found: Sequence[Sequence[Hypothesis]]) -> list[list[TextHypothesis]]:
         """The detokenized hypotheses, in the same shape."""

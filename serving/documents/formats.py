@@ -35,6 +35,8 @@ class Document:
     texts: list[str]
     rebuild: Callable[[Sequence[str]], bytes]
     """The file with these translations of :attr:`texts` in their places."""
+    format: str = "text"
+    """How the texts are translated: ``text``, sentence by sentence; ``html``, as HTML documents."""
 
 
 class Office(Protocol):

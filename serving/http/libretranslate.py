@@ -250,7 +250,9 @@ class LibreTranslate:
             ((source, _),) = await self.detector.detect([" ".join(document.texts)], self.sources_to(target))
         model = self.model(source, target)
         seen.model, seen.texts = model.name, len(document.texts)
-        translated = await self.door.run(request, self.translations(model, document.texts))
+        translated = await self.door.run(
+            request, self.translations(model, document.texts, kind=document.format)
+        )
         data = await asyncio.to_thread(document.rebuild, [hypotheses[0] for hypotheses in translated])
         token = self.downloads.put(filename, data)
         return JSONResponse(

@@ -22,9 +22,9 @@ import grpc
 
 from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.options import SearchOptions
-from rnnmt.serving.core.segment import Segmented
+from rnnmt.serving.core.segment import Segmented, split_sentences
 from rnnmt.serving.core.translator import TextHypothesis, Translator, join_translations
-from rnnmt.serving.documents.html import html_texts, put_back
+from rnnmt.serving.documents.html import Segment, html_segments, rebuild, render
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.api_keys import ApiKey, KeyRing
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired
@@ -311,29 +311,54 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         return results
 
     async def _translate_html(self, model: ServedModel, call: TranslationCall) -> list[list[TextHypothesis]]:
-        """Each text an HTML document: its texts between tags translated sentence by sentence and put back
-        (:mod:`rnnmt.serving.documents.html`), scored with their mean score."""
+        """Each text an HTML document: its segments (:mod:`rnnmt.serving.documents.html`) cut into
+        sentences, translated one by one, and put back, inline tags placed by the model's attention
+        (aligned one sentence at a time, on a thread: a sentence's placement depends on it alone); scored
+        with the mean score of its sentences."""
         if call.decoding.n_best > 1:
             raise InvalidRequest("options.n_best must be 1 with format html")
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
-        if sum(len(text) for text in call.texts) > INLINE_TOKENIZE_CHARS:
-            parsed = await asyncio.wrap_future(
-                self._preparing.submit(lambda: [html_texts(t) for t in call.texts])
-            )
-        else:
-            parsed = [html_texts(text) for text in call.texts]
-        inner = [t for texts, _, _ in parsed for t in texts]
+        translator = model.translator
+        language, inline = translator.manifest.source_language, translator.attention is not None
+
+        def parse() -> list[list[tuple[Segment, Segmented]]]:
+            return [
+                [
+                    (segment, split_sentences(segment.text, language))
+                    for segment in html_segments(text, inline)
+                ]
+                for text in call.texts
+            ]
+
+        big = sum(len(text) for text in call.texts) > INLINE_TOKENIZE_CHARS
+        parsed = await asyncio.wrap_future(self._preparing.submit(parse)) if big else parse()
+        sentences = [s for segments in parsed for _, cut in segments for s in cut.sentences]
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        found = iter(
-            await self.translate_many(
-                model, replace(call, texts=inner, format="text", split=True, timeout=left)
-            )
+        inner = replace(call, texts=sentences, format="text", split=False, timeout=left)
+        found = iter([hypotheses[0] for hypotheses in await self.translate_many(model, inner)])
+        translated = [[(segment, cut, [next(found) for _ in cut.sentences]) for segment, cut in segments]
+                      for segments in parsed]  # fmt: skip
+        pairs = [(source, best.text) for segments in translated for segment, cut, bests in segments
+                 if segment.elements for source, best in zip(cut.sentences, bests, strict=True)]  # fmt: skip
+        aligned = iter(
+            await asyncio.wrap_future(self._preparing.submit(lambda: [translator.align(*p) for p in pairs]))
+            if pairs
+            else []
         )
         results = []
-        for texts, spans, text in parsed:
-            best = [next(found)[0] for _ in texts]
-            score = sum(h.score for h in best) / len(best) if best else 0.0
-            results.append([TextHypothesis(put_back(text, spans, [h.text for h in best]), score)])
+        for text, segments in zip(call.texts, translated, strict=True):
+            rendered = [
+                render(
+                    segment,
+                    cut,
+                    [b.text for b in bests],
+                    [next(aligned) for _ in bests] if segment.elements else [],
+                )
+                for segment, cut, bests in segments
+            ]
+            scores = [b.score for _, _, bests in segments for b in bests]
+            score = sum(scores) / len(scores) if scores else 0.0
+            results.append([TextHypothesis(rebuild(text, [s for s, _, _ in segments], rendered), score)])
         return results
 
     def _prepare(
