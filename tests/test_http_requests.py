@@ -30,10 +30,10 @@ from rnnmt.errors import RnnmtError
 from rnnmt.serving.client import TranslatorClient
 from rnnmt.serving.http.api import allowed_hosts
 from rnnmt.serving.http.calls import Door
-from rnnmt.serving.http.detect import DETECT_CHARS
 from rnnmt.serving.server.api_keys import KeyRing
 from rnnmt.serving.server.call import Observed
 from rnnmt.serving.server.config import ServerConfig
+from rnnmt.serving.server.detect import DETECT_CHARS
 from rnnmt.serving.server.metrics import REQUEST_LOGGER, Metrics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,6 +18,8 @@ from test_http import PARAGRAPH, TRANSLATED, call
 from test_http_requests import send
 
 from rnnmt.serving.client import TranslatorClient
+from rnnmt.v1 import translator_pb2 as pb
+from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
 TRANSLATE = {"q": PARAGRAPH, "source": "es", "target": "en"}
 
@@ -108,7 +110,9 @@ def test_settings_say_a_key_is_needed_and_suggestions_are_refused(model_dir: Pat
 
 
 @pytest.fixture(scope="module")
-def two_to_english(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def two_to_english_server(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
     """The toy model (es→en) and a copy of it that says it translates French: two sources to English."""
     root = tmp_path_factory.mktemp("two_to_english")
     shutil.copytree(model_dir / "toy", root / "toy")
@@ -116,7 +120,12 @@ def two_to_english(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     manifest = root / "toy-fr" / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "source_language": "fr"}))
     with running(root, workers=1, http_port=0, default_model="toy") as s:
-        yield s.server.http_port
+        yield s
+
+
+@pytest.fixture(scope="module")
+def two_to_english(two_to_english_server: ServerThread) -> int:
+    return two_to_english_server.server.http_port
 
 
 def test_each_text_of_a_list_has_its_detected_language_and_model(two_to_english: int) -> None:
@@ -134,6 +143,22 @@ def test_each_text_of_a_list_has_its_detected_language_and_model(two_to_english:
     assert answer["translatedText"] == alone
     status, _, one = send(two_to_english, "/translate", {"q": french, "source": "auto", "target": "en"})
     assert status == 200 and one["detectedLanguage"]["language"] == "fr"
+
+
+def test_a_text_sent_to_the_wrong_model_is_noticed_on_both_doors(two_to_english_server: ServerThread) -> None:
+    """``detectLanguage``: each text's language, among all those served, beside its translation."""
+    port, spanish = two_to_english_server.server.http_port, "El perro come pan y el niño bebe agua."
+    body = {"texts": [spanish], "model": "toy-fr", "detectLanguage": True}
+    status, answer = call(port, "/v1/translate", body)
+    assert status == 200, answer
+    detected = answer["translations"][0]["detectedLanguage"]
+    assert detected["language"] == "es" and 50 < detected["confidence"] <= 100
+    assert "detectedLanguage" not in call(port, "/v1/translate", {"texts": [spanish]})[1]["translations"][0]
+    with grpc.insecure_channel(two_to_english_server.target) as channel:
+        request = pb.TranslateRequest(texts=[spanish], model="toy-fr", detect_language=True)
+        [translation] = pb_grpc.TranslatorStub(channel).Translate(request, timeout=60).translations
+    assert translation.detected_language.language == "es"
+    assert translation.hypotheses[0].text == answer["translations"][0]["hypotheses"][0]["text"]
 
 
 def test_the_character_limit_holds_on_every_door_and_every_call_is_counted(model_dir: Path) -> None:

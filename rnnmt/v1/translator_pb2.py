@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rnnmt/v1/translator.proto\x12\x08rnnmt.v1\"\x9c\x01\n\x10TranslateRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.rnnmt.v1.DecodingOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x17\n\x0fsplit_sentences\x18\x05 \x01(\x08\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\"\x7f\n\x0f\x44\x65\x63odingOptions\x12\x11\n\tbeam_size\x18\x01 \x01(\r\x12\x0e\n\x06n_best\x18\x02 \x01(\r\x12\x1b\n\x0elength_penalty\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\rB\x11\n\x0f_length_penalty\"f\n\x11TranslateResponse\x12+\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x15.rnnmt.v1.Translation\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"7\n\x0bTranslation\x12(\n\nhypotheses\x18\x01 \x03(\x0b\x32\x14.rnnmt.v1.Hypothesis\")\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"$\n\x13GetModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"C\n\tModelInfo\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.rnnmt.v1.Model\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\xea\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsource_language\x18\x02 \x01(\t\x12\x17\n\x0ftarget_language\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x15\n\rrnnmt_version\x18\x05 \x01(\t\x12\x14\n\x0cquantization\x18\x06 \x01(\t\x12+\n\x06scores\x18\x07 \x03(\x0b\x32\x1b.rnnmt.v1.Model.ScoresEntry\x12+\n\x08\x64\x65\x66\x61ults\x18\x08 \x01(\x0b\x32\x19.rnnmt.v1.DecodingOptions\x12 \n\x06limits\x18\t \x01(\x0b\x32\x10.rnnmt.v1.Limits\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x0e\n\x06latest\x18\x0b \x01(\x08\x12\x11\n\tsigned_by\x18\x0c \x01(\t\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"s\n\x06Limits\x12\x18\n\x10max_input_tokens\x18\x01 \x01(\r\x12\x1d\n\x15max_texts_per_request\x18\x02 \x01(\r\x12\x15\n\rmax_beam_size\x18\x03 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\r2\xe6\x01\n\nTranslator\x12\x44\n\tTranslate\x12\x1a.rnnmt.v1.TranslateRequest\x1a\x1b.rnnmt.v1.TranslateResponse\x12N\n\x0fTranslateStream\x12\x1a.rnnmt.v1.TranslateRequest\x1a\x1b.rnnmt.v1.TranslateResponse(\x01\x30\x01\x12\x42\n\x0cGetModelInfo\x12\x1d.rnnmt.v1.GetModelInfoRequest\x1a\x13.rnnmt.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rnnmt/v1/translator.proto\x12\x08rnnmt.v1\"\xb5\x01\n\x10TranslateRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.rnnmt.v1.DecodingOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x17\n\x0fsplit_sentences\x18\x05 \x01(\x08\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\x12\x17\n\x0f\x64\x65tect_language\x18\x07 \x01(\x08\"\x7f\n\x0f\x44\x65\x63odingOptions\x12\x11\n\tbeam_size\x18\x01 \x01(\r\x12\x0e\n\x06n_best\x18\x02 \x01(\r\x12\x1b\n\x0elength_penalty\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\rB\x11\n\x0f_length_penalty\"f\n\x11TranslateResponse\x12+\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x15.rnnmt.v1.Translation\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"n\n\x0bTranslation\x12(\n\nhypotheses\x18\x01 \x03(\x0b\x32\x14.rnnmt.v1.Hypothesis\x12\x35\n\x11\x64\x65tected_language\x18\x02 \x01(\x0b\x32\x1a.rnnmt.v1.DetectedLanguage\"8\n\x10\x44\x65tectedLanguage\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\")\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"$\n\x13GetModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"C\n\tModelInfo\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.rnnmt.v1.Model\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\xea\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsource_language\x18\x02 \x01(\t\x12\x17\n\x0ftarget_language\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x15\n\rrnnmt_version\x18\x05 \x01(\t\x12\x14\n\x0cquantization\x18\x06 \x01(\t\x12+\n\x06scores\x18\x07 \x03(\x0b\x32\x1b.rnnmt.v1.Model.ScoresEntry\x12+\n\x08\x64\x65\x66\x61ults\x18\x08 \x01(\x0b\x32\x19.rnnmt.v1.DecodingOptions\x12 \n\x06limits\x18\t \x01(\x0b\x32\x10.rnnmt.v1.Limits\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x0e\n\x06latest\x18\x0b \x01(\x08\x12\x11\n\tsigned_by\x18\x0c \x01(\t\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"s\n\x06Limits\x12\x18\n\x10max_input_tokens\x18\x01 \x01(\r\x12\x1d\n\x15max_texts_per_request\x18\x02 \x01(\r\x12\x15\n\rmax_beam_size\x18\x03 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\r2\xe6\x01\n\nTranslator\x12\x44\n\tTranslate\x12\x1a.rnnmt.v1.TranslateRequest\x1a\x1b.rnnmt.v1.TranslateResponse\x12N\n\x0fTranslateStream\x12\x1a.rnnmt.v1.TranslateRequest\x1a\x1b.rnnmt.v1.TranslateResponse(\x01\x30\x01\x12\x42\n\x0cGetModelInfo\x12\x1d.rnnmt.v1.GetModelInfoRequest\x1a\x13.rnnmt.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODEL_SCORESENTRY']._loaded_options = None
   _globals['_MODEL_SCORESENTRY']._serialized_options = b'8\001'
   _globals['_TRANSLATEREQUEST']._serialized_start=40
-  _globals['_TRANSLATEREQUEST']._serialized_end=196
-  _globals['_DECODINGOPTIONS']._serialized_start=198
-  _globals['_DECODINGOPTIONS']._serialized_end=325
-  _globals['_TRANSLATERESPONSE']._serialized_start=327
-  _globals['_TRANSLATERESPONSE']._serialized_end=429
-  _globals['_TRANSLATION']._serialized_start=431
-  _globals['_TRANSLATION']._serialized_end=486
-  _globals['_HYPOTHESIS']._serialized_start=488
-  _globals['_HYPOTHESIS']._serialized_end=529
-  _globals['_GETMODELINFOREQUEST']._serialized_start=531
-  _globals['_GETMODELINFOREQUEST']._serialized_end=567
-  _globals['_MODELINFO']._serialized_start=569
-  _globals['_MODELINFO']._serialized_end=636
-  _globals['_MODEL']._serialized_start=639
-  _globals['_MODEL']._serialized_end=1001
-  _globals['_MODEL_SCORESENTRY']._serialized_start=956
-  _globals['_MODEL_SCORESENTRY']._serialized_end=1001
-  _globals['_LIMITS']._serialized_start=1003
-  _globals['_LIMITS']._serialized_end=1118
-  _globals['_TRANSLATOR']._serialized_start=1121
-  _globals['_TRANSLATOR']._serialized_end=1351
+  _globals['_TRANSLATEREQUEST']._serialized_end=221
+  _globals['_DECODINGOPTIONS']._serialized_start=223
+  _globals['_DECODINGOPTIONS']._serialized_end=350
+  _globals['_TRANSLATERESPONSE']._serialized_start=352
+  _globals['_TRANSLATERESPONSE']._serialized_end=454
+  _globals['_TRANSLATION']._serialized_start=456
+  _globals['_TRANSLATION']._serialized_end=566
+  _globals['_DETECTEDLANGUAGE']._serialized_start=568
+  _globals['_DETECTEDLANGUAGE']._serialized_end=624
+  _globals['_HYPOTHESIS']._serialized_start=626
+  _globals['_HYPOTHESIS']._serialized_end=667
+  _globals['_GETMODELINFOREQUEST']._serialized_start=669
+  _globals['_GETMODELINFOREQUEST']._serialized_end=705
+  _globals['_MODELINFO']._serialized_start=707
+  _globals['_MODELINFO']._serialized_end=774
+  _globals['_MODEL']._serialized_start=777
+  _globals['_MODEL']._serialized_end=1139
+  _globals['_MODEL_SCORESENTRY']._serialized_start=1094
+  _globals['_MODEL_SCORESENTRY']._serialized_end=1139
+  _globals['_LIMITS']._serialized_start=1141
+  _globals['_LIMITS']._serialized_end=1256
+  _globals['_TRANSLATOR']._serialized_start=1259
+  _globals['_TRANSLATOR']._serialized_end=1489
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnmt.serving.http import libretranslate
 from rnnmt.serving.http.calls import Door, bad
-from rnnmt.serving.http.detect import LanguageDetector
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.call import Observed
 from rnnmt.serving.server.model_repository import shorten
@@ -123,7 +122,7 @@ def http_app(service: TranslatorService, door: Door, hosts: list[str]) -> Starle
     :func:`allowed_hosts`)."""
     page = resources.files("rnnmt.serving.http").joinpath("page.html").read_text(encoding="utf-8")
     headers = page_headers(page)
-    detector = LanguageDetector(lambda: service.repository)
+    detector = service.detector
 
     async def translate(request: Request, seen: Observed) -> Response:
         key = door.check(request)
@@ -135,8 +134,8 @@ def http_app(service: TranslatorService, door: Door, hosts: list[str]) -> Starle
             message.split_sentences = True
         model = service.model(message.model, message.model_version)
         call = protocol.translation_call(message, parse_timeout(body.get("timeout")))
-        results = await door.run(request, service.translate(model, call))
-        return JSONResponse(to_json(protocol.translate_response(model, results)))
+        answer = await door.run(request, service.answer(model, call))
+        return JSONResponse(to_json(protocol.translate_response(model, *answer)))
 
     async def models(request: Request, _seen: Observed) -> Response:
         door.check(request)
@@ -215,6 +214,8 @@ OPENAPI: dict[str, Any] = {
                                     "model": {"type": "string"},
                                     "modelVersion": {"type": "string"},
                                     "splitSentences": {"type": "boolean", "default": True},
+                                    "format": {"type": "string", "enum": ["text", "html"]},
+                                    "detectLanguage": {"type": "boolean", "default": False},
                                     "timeout": {"type": "number", "description": "seconds"},
                                     "options": {
                                         "type": "object",

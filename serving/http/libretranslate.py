@@ -20,7 +20,7 @@ whole number (digits in a form; empty is 0), at most the model's beam less one: 
 each sentence's k-th best translation (:func:`~rnnmt.serving.core.translator.join_translations`), the
 translation itself is the one asked without alternatives, and alternatives equal to it or to one before
 are left out, as LibreTranslate does. Language detection reads the start of each text only
-(:mod:`rnnmt.serving.http.detect`).
+(:mod:`rnnmt.serving.server.detect`).
 Errors are ``{"error": "..."}`` with LibreTranslate's codes: 400 for a bad request, 403 for a missing or
 wrong ``api_key`` (checked only when the server has tokens), 429 when busy, 500 otherwise.
 
@@ -55,10 +55,10 @@ from starlette.routing import Route
 from rnnmt.serving.core.options import MAX_BEAM_SIZE, Decoding
 from rnnmt.serving.documents.formats import FORMATS, BadDocument, read_document
 from rnnmt.serving.http.calls import Door, HttpError, bad, bearer, fields
-from rnnmt.serving.http.detect import LanguageDetector
 from rnnmt.serving.http.downloads import Downloads
 from rnnmt.serving.server.api_keys import ApiKey
 from rnnmt.serving.server.call import Observed, TranslationCall
+from rnnmt.serving.server.detect import LanguageDetector
 from rnnmt.serving.server.model_repository import ServedModel, shorten
 from rnnmt.serving.server.service import TranslatorService, settle
 

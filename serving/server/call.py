@@ -37,14 +37,15 @@ FORMATS = ("text", "html")
 class TranslationCall:
     """What to translate and how: the texts, the decoding asked for (0 / None: the model's defaults),
     ``format`` (``text``, or ``html``: each text a document whose markup is kept), ``split`` (each text
-    translated sentence by sentence, keeping its layout) and the seconds it may take (None: no
-    deadline)."""
+    translated sentence by sentence, keeping its layout), the seconds it may take (None: no
+    deadline), and whether each text's language is detected too (``detect_language``)."""
 
     texts: Sequence[str]
     decoding: Decoding = field(default_factory=Decoding)
     format: str = "text"
     split: bool = False
     timeout: float | None = None
+    detect_language: bool = False
 
 
 class InvalidRequest(RnnmtError):

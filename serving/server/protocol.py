@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rnnmt.serving.core.options import MAX_BEAM_SIZE, MAX_OUTPUT_TOKENS, Decoding
 from rnnmt.serving.core.translator import TextHypothesis
@@ -30,15 +30,27 @@ def translation_call(request: pb.TranslateRequest, timeout: float | None) -> Tra
         format=request.format or "text",
         split=request.split_sentences,
         timeout=timeout,
+        detect_language=request.detect_language,
     )
 
 
-def translate_response(model: ServedModel, results: list[list[TextHypothesis]]) -> pb.TranslateResponse:
-    """The response of ``model`` with, per text, its hypotheses, best first."""
+def translate_response(
+    model: ServedModel,
+    results: list[list[TextHypothesis]],
+    detected: Sequence[tuple[str, float]] | None = None,
+) -> pb.TranslateResponse:
+    """The response of ``model`` with, per text, its hypotheses, best first, and the language detected
+    in it (language, confidence), when asked."""
+    languages: Sequence[tuple[str, float] | None] = detected or [None] * len(results)
     return pb.TranslateResponse(
         translations=[
-            pb.Translation(hypotheses=[pb.Hypothesis(text=h.text, score=h.score) for h in hypotheses])
-            for hypotheses in results
+            pb.Translation(
+                hypotheses=[pb.Hypothesis(text=h.text, score=h.score) for h in hypotheses],
+                detected_language=None
+                if language is None
+                else pb.DetectedLanguage(language=language[0], confidence=language[1]),
+            )
+            for hypotheses, language in zip(results, languages, strict=True)
         ],
         model=model.name,
         model_version=model.version,

@@ -37,6 +37,7 @@ from rnnmt.serving.server.call import (
     TranslationFailed,
     observe,
 )
+from rnnmt.serving.server.detect import LanguageDetector
 from rnnmt.serving.server.interceptors import bearer_of
 from rnnmt.serving.server.metrics import Metrics
 from rnnmt.serving.server.model_repository import (
@@ -123,6 +124,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         self.keys = KeyRing()  # the server's, once it starts
         self.max_texts_per_request = max_texts_per_request
         self.char_limit = char_limit
+        self.detector = LanguageDetector(lambda: self.repository)
         self._preparing = ThreadPoolExecutor(PREPARING, thread_name_prefix="rnnmt-prepare")
 
     def attach(self, repository: ModelRepository, batcher: Batcher) -> None:
@@ -243,8 +245,8 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         key = self.keys.find(bearer_of(context.invocation_metadata() or ()))
         self.admit(key, sum(len(text) for text in request.texts))
         model = self.model(request.model, request.model_version)
-        results = await self.translate(model, protocol.translation_call(request, context.time_remaining()))
-        return protocol.translate_response(model, results)
+        call = protocol.translation_call(request, context.time_remaining())
+        return protocol.translate_response(model, *await self.answer(model, call))
 
     def admit(self, key: ApiKey | None, characters: int) -> None:
         """Refuse a call of ``characters`` over the server's limit (INVALID_ARGUMENT), or over the limits
@@ -297,6 +299,20 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         if segmented is not None:
             results = join_translations(segmented, results)
         return results
+
+    async def answer(
+        self, model: ServedModel, call: TranslationCall
+    ) -> tuple[list[list[TextHypothesis]], list[tuple[str, float]] | None]:
+        """:meth:`translate`, and with ``call.detect_language`` each text's language (language,
+        confidence) among every language served, detected meanwhile."""
+        if not call.detect_language:
+            return await self.translate(model, call), None
+        translating = asyncio.ensure_future(self.translate(model, call))
+        detecting = asyncio.ensure_future(self.detector.detect(call.texts, self.detector.languages()))
+        try:
+            return await translating, await detecting
+        finally:
+            await settle({translating, detecting})
 
     async def translate_many(self, model: ServedModel, call: TranslationCall) -> list[list[TextHypothesis]]:
         """:meth:`translate` for any number of texts: :attr:`max_texts_per_request` at a time, one part

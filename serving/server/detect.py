@@ -38,11 +38,16 @@ class LanguageDetector:
         self.repository = repository
         self.identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         self.known = set(self.identifier.nb_classes)
-        self._restricted: tuple[tuple[str, ...], LanguageIdentifier] = ((), self.identifier)
+        self._restricted: dict[tuple[str, ...], LanguageIdentifier] = {(): self.identifier}
         self._threads = ThreadPoolExecutor(DETECTING, thread_name_prefix="rnnmt-detect")
 
     def sources(self) -> list[str]:
         return sorted({m.translator.manifest.source_language for m in self.repository().served()})
+
+    def languages(self) -> list[str]:
+        """Every language served, translated from or into."""
+        manifests = [m.translator.manifest for m in self.repository().served()]
+        return sorted({m.source_language for m in manifests} | {m.target_language for m in manifests})
 
     async def detect(
         self, texts: Sequence[str], among: Sequence[str] | None = None
@@ -64,9 +69,9 @@ class LanguageDetector:
         return found
 
     def _identifier(self, languages: tuple[str, ...]) -> LanguageIdentifier:
-        chosen, identifier = self._restricted
-        if chosen != languages:
+        identifier = self._restricted.get(languages)
+        if identifier is None:
             identifier = copy.copy(self.identifier)  # shares the model's arrays, which it does not change
             identifier.set_languages(languages or None)
-            self._restricted = (languages, identifier)  # one assignment: readers see a whole pair
+            self._restricted[languages] = identifier  # one assignment: readers see it whole
         return identifier
