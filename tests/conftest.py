@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -132,6 +134,17 @@ def model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     root = tmp_path_factory.mktemp("models")
     export_package(tiny_checkpoint, root / "toy")
+    return root
+
+
+def relabelled_copies(root: Path, package: Path, fields: dict[str, dict[str, Any]]) -> Path:
+    """A model repository at ``root`` with a copy of ``package`` under each name of ``fields``, its
+    manifest's fields set to those given (``{"source_language": "fr"}``): models of other language pairs
+    without training one (the manifest is not among the checksummed files)."""
+    for name, changes in fields.items():
+        shutil.copytree(package, root / name)
+        manifest = root / name / "manifest.json"
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), **changes}))
     return root
 
 

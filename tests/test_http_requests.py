@@ -6,8 +6,6 @@ queue cannot take, and language detection on the start of a text."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import http.client
 import json
 import logging
@@ -288,10 +286,8 @@ def test_the_page_runs_only_its_own_script_and_style_and_is_never_framed(port: i
     status, headers, page = send(port, "/")
     assert status == 200
     policy = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
-    for tag, directive in (("script", "script-src"), ("style", "style-src")):
-        [text] = re.findall(f"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
-        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-        assert policy[directive] == f"'sha256-{digest}'"
+    assert policy["script-src"] == policy["style-src"] == "'self'"  # files of this server, nothing inline
+    assert not re.search(r"<script>|<style|\sstyle=|\son[a-z]+=", page)
     assert policy["default-src"] == "'none'" and policy["connect-src"] == "'self'"
     assert policy["frame-ancestors"] == "'none'" and headers["x-frame-options"] == "DENY"
     for path in ("/", "/v1/models", "/openapi.json", "/no-such-page"):

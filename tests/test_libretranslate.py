@@ -5,7 +5,6 @@ answered as unsupported."""
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import relabelled_copies
 from servers import ServerThread, running
 from test_http import PARAGRAPH, TRANSLATED, call
 from test_http_requests import send
@@ -114,11 +114,8 @@ def two_to_english_server(
     model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     """The toy model (es→en) and a copy of it that says it translates French: two sources to English."""
-    root = tmp_path_factory.mktemp("two_to_english")
-    shutil.copytree(model_dir / "toy", root / "toy")
-    shutil.copytree(model_dir / "toy", root / "toy-fr")
-    manifest = root / "toy-fr" / "manifest.json"
-    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "source_language": "fr"}))
+    copies = {"toy": {}, "toy-fr": {"source_language": "fr"}}
+    root = relabelled_copies(tmp_path_factory.mktemp("two_to_english"), model_dir / "toy", copies)
     with running(root, workers=1, http_port=0, default_model="toy") as s:
         yield s
 

@@ -9,17 +9,13 @@ sentence and keeps its layout (gRPC keeps the proto default, false).
 For browsers: only requests whose ``Host`` is one of :func:`allowed_hosts` are answered (another is 400),
 so that a site whose name was made to resolve to this server's address (DNS rebinding) cannot reach it
 through its visitors' browsers; every response says ``X-Content-Type-Options: nosniff``; the page may not
-be framed and runs only its own script and style (``Content-Security-Policy`` with their hashes).
+be framed and runs only its own script and style (:mod:`rnnmt.serving.http.page`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import math
-import re
-from importlib import resources
 from typing import Any
 
 from google.protobuf import json_format
@@ -28,11 +24,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rnnmt.serving.http import libretranslate
+from rnnmt.serving.http import libretranslate, page
 from rnnmt.serving.http.calls import Door, bad
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.call import Observed
@@ -84,22 +80,6 @@ def allowed_hosts(bound: str, listed: str) -> list[str]:
     return list(dict.fromkeys([*LOCAL_HOSTS, f"[{bound}]" if ":" in bound else bound]))
 
 
-def page_headers(page: str) -> dict[str, str]:
-    """The security headers of the page: its own script and style only (by their hashes), talking to
-    this server only, never framed."""
-
-    def hashes(tag: str) -> str:
-        found = re.findall(f"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
-        digests = (base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() for text in found)
-        return " ".join(f"'sha256-{digest}'" for digest in digests) or "'none'"
-
-    policy = (
-        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
-    return {"Content-Security-Policy": policy, "X-Frame-Options": "DENY"}
-
-
 class NoSniff:
     """ASGI middleware: every response says ``X-Content-Type-Options: nosniff`` (a browser takes a JSON
     error for JSON, never for a script or a page)."""
@@ -120,8 +100,6 @@ def http_app(service: TranslatorService, door: Door, hosts: list[str]) -> Starle
     """The ASGI application of the HTTP door over ``service`` (whose repository and batcher are
     attached by the time calls are let through by ``door``), answering requests for ``hosts`` (see
     :func:`allowed_hosts`)."""
-    page = resources.files("rnnmt.serving.http").joinpath("page.html").read_text(encoding="utf-8")
-    headers = page_headers(page)
     detector = service.detector
 
     async def translate(request: Request, seen: Observed) -> Response:
@@ -141,18 +119,15 @@ def http_app(service: TranslatorService, door: Door, hosts: list[str]) -> Starle
         door.check(request)
         return JSONResponse(to_json(service.model_info(request.query_params.get("model", ""))))
 
-    async def index(_request: Request) -> Response:
-        return HTMLResponse(page, headers=headers)
-
     async def openapi(_request: Request) -> Response:
         return JSONResponse(OPENAPI)
 
     routes = [
-        Route("/", index, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/translate", door.endpoint("HTTP /v1/translate", translate), methods=["POST"]),
         Route("/v1/models", door.endpoint("HTTP /v1/models", models), methods=["GET"]),
         *libretranslate.routes(service, door, detector),
+        *page.routes(),
     ]
     middleware = [
         Middleware(NoSniff),
