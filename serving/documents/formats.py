@@ -80,8 +80,9 @@ def text_document(data: bytes, name: str) -> Document:
     return Document(parts[::2], rebuild)
 
 
-def read_document(name: str, data: bytes) -> Document:
-    """The document of a file called ``name`` holding ``data``, by its extension (:data:`FORMATS`)."""
+def read_document(name: str, data: bytes, suffix: str = "") -> Document:
+    """The document of a file called ``name`` holding ``data``, in the format of its extension, or of
+    ``suffix`` when given (one of :data:`FORMATS`)."""
     from rnnmt.serving.documents import docx, html, markdown, odt, pptx, subtitles
 
     readers: dict[str, Callable[[bytes, str], Document]] = {
@@ -96,8 +97,7 @@ def read_document(name: str, data: bytes) -> Document:
         ".md": markdown.markdown_document,
         ".markdown": markdown.markdown_document,
     }
-    suffix = PurePath(name).suffix.lower()
-    reader = readers.get(suffix)
+    reader = readers.get(suffix or PurePath(name).suffix.lower())
     if reader is None:
         raise BadDocument(
             f"{name}: files of this type are not translated here; send one of {', '.join(FORMATS)}"
