@@ -91,7 +91,7 @@ def test_the_settings_libretranslates_page_reads(port: int) -> None:
             "keyRequired": False,
             "suggestions": False,
             "filesTranslation": True,
-            "supportedFilesFormat": [".txt", ".srt", ".vtt", ".docx", ".pptx", ".odt", ".html", ".htm"],
+            "supportedFilesFormat": [".txt", ".srt", ".vtt", ".docx", ".pptx", ".odt", ".html", ".htm", ".md", ".markdown"],
             "language": {"source": {"code": "auto", "name": "Auto Detect"}, "target": {"code": "en", "name": "English"}},
         },
     )  # fmt: skip

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 
 from rnnmt.commands.common import add_client_security_options, add_decoding_options, client_security, decoding
 from rnnmt.errors import RnnmtError
+from rnnmt.serving.documents.formats import FORMATS as DOCUMENT_FORMATS
 
 if TYPE_CHECKING:
     from rnnmt.serving.batch.backends import Backend
     from rnnmt.serving.core.options import Decoding
 
 FAILED_EXIT_CODE = 3  # the job finished, but some lines failed and were left empty
+LINE_KINDS = ("plain", "tsv", "jsonl")  # serving.batch.formats.FORMATS, whose imports --help can do without
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +36,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "into --out, one output line per input line, in order. Progress is checkpointed in OUT.progress: "
         "a job stopped at any moment resumes where it was when run again, every line exactly once. "
         "Lines the model refuses are left empty and listed in OUT.errors.jsonl (exit code 3). "
-        "With --n-best above 1, each output line adds the n-best (text, score) pairs.",
+        "With --n-best above 1, each output line adds the n-best (text, score) pairs. "
+        "A document (.srt, .vtt, .docx, .pptx, .odt, .html, .htm, .md, .markdown, or --format) is read "
+        "whole and its texts translated sentence by sentence, in chunks checkpointed the same way (their "
+        "translations kept in OUT.texts.jsonl until the end, every text exactly once), then the document "
+        "is written to OUT with its layout and markup, by rename; texts the model refuses stay "
+        "untranslated and are listed in OUT.errors.jsonl (exit code 3). A malformed document is refused "
+        "and nothing is written. Not with --shard, --tsv-column, --jsonl-field, --paragraphs, "
+        "--reference or --n-best above 1.",
         epilog="rnnmt batch merge SHARD... --out OUT puts the outputs of the --shard K/N jobs of one "
         "file together (see rnnmt batch merge --help); rnnmt batch ray translates files on a Ray cluster "
         "(see rnnmt batch ray --help). An INPUT file named merge or ray is written ./merge, ./ray.",
@@ -56,6 +65,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--jsonl-field", help="translate this JSONL field; default for .jsonl: text")
     parser.add_argument("--output-field", help="JSONL field for the translation (default: translation)")
+    parser.add_argument(
+        "--format",
+        choices=[*LINE_KINDS, *(suffix[1:] for suffix in DOCUMENT_FORMATS if suffix != ".txt")],
+        help="what INPUT is, whatever its extension (default: by extension; .txt and others: plain)",
+    )
     add_decoding_options(parser)
     parser.add_argument(
         "--split-sentences",
@@ -70,7 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "not: translate each paragraph (each list item) whole, sentence by sentence, and wrap it back "
         "to its width and indentation (needs --n-best 1; not with --shard or --reference)",
     )
-    parser.add_argument("--chunk-lines", type=int, default=64, help="lines per request")
+    parser.add_argument("--chunk-lines", type=int, default=64, help="lines per request (a document's texts)")
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -157,18 +171,25 @@ def run(args: argparse.Namespace) -> None:
     """Translate INPUT into --out (resuming a job stopped before), and report."""
     from rnnmt.serving.batch.checkpoint import errors_path
     from rnnmt.serving.batch.chunk import RetryPolicy
+    from rnnmt.serving.batch.documents import document_suffix, run_document
     from rnnmt.serving.batch.formats import line_format
     from rnnmt.serving.batch.job import BatchJob, score_output
-    from rnnmt.serving.batch.job import run as run_job
+    from rnnmt.serving.batch.job import run as run_lines
     from rnnmt.serving.batch.shards import parse_shard
 
     if (args.server is None) == (args.model is None):
         raise RnnmtError("give --server HOST:PORT (a server) or --model DIR (in this process)")
-    if args.paragraphs and args.reference:
-        raise RnnmtError("--reference scores one translation per line: not with --paragraphs")
+    document = document_suffix(args.input, args.format)
+    if (args.paragraphs or document) and args.reference:
+        raise RnnmtError("--reference scores one translation per line: not with --paragraphs or a document")
     options = decoding(args)
     fmt = line_format(
-        args.input, args.tsv_column, args.jsonl_field, args.output_field, max(1, options.n_best)
+        args.input,
+        args.tsv_column,
+        args.jsonl_field,
+        args.output_field,
+        max(1, options.n_best),
+        args.format if args.format in LINE_KINDS else None,
     )
     job = BatchJob(
         args.input,
@@ -182,26 +203,30 @@ def run(args: argparse.Namespace) -> None:
         args.restart,
         args.split_sentences,
         args.paragraphs,
+        document,
     )
     backend = open_backend(args, options, job.splits)
     try:
-        result = run_job(job, backend)
+        result = (run_document if document else run_lines)(job, backend)
     finally:
         backend.close()
     state = result.state
+    unit = "texts" if document else "lines"
     if result.already_done:
-        print(f"{job.output} is already complete ({state.lines:,} lines); --restart translates it again")
+        print(f"{job.output} is already complete ({state.lines:,} {unit}); --restart translates it again")
     else:
         resumed = state.lines - result.translated
         print(
-            f"translated {result.translated:,} lines in {result.seconds:.1f} s "
-            f"({result.translated / max(result.seconds, 1e-9):,.1f} lines/s)"
+            f"translated {result.translated:,} {unit} in {result.seconds:.1f} s "
+            f"({result.translated / max(result.seconds, 1e-9):,.1f} {unit}/s)"
             + (f", resuming after {resumed:,} done before" if resumed else "")
             + f" → {job.output}"
         )
     if state.failed:
+        what = "text" if document else "line"
         print(
-            f"{state.failed:,} line{'s' * (state.failed != 1)} failed (left empty): see {errors_path(job.output)}"
+            f"{state.failed:,} {what}{'s' * (state.failed != 1)} failed "
+            f"({'left untranslated' if document else 'left empty'}): see {errors_path(job.output)}"
         )
     if args.reference:
         print(score_output(job, state, args.reference).report())

@@ -14,6 +14,9 @@ and line count, the line format, the decoding options, the model and its version
 ``start_line`` / ``end_line`` (this job's input lines, 0-based, end excluded), ``next_line`` and
 ``input_offset`` (the first line not done and where it starts), ``output_bytes``, ``errors_bytes``,
 ``failed`` and ``done``. It stays after the job is done, so running the job again finds nothing to do.
+
+A document job (:mod:`~rnnmt.serving.batch.documents`) counts its texts as lines and commits its
+translations to ``OUTPUT.texts.jsonl`` instead; its errors records say ``text`` instead of ``line``.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ def errors_path(output: Path) -> Path:
     return output.with_name(output.name + ".errors.jsonl")
 
 
-def error_record(line: int, reason: str) -> str:
-    """The line of an errors file for input line ``line`` (counted from 0) that failed for ``reason``."""
-    return json.dumps({"line": line + 1, "reason": reason}, ensure_ascii=False) + "\n"
+def error_record(line: int, reason: str, unit: str = "line") -> str:
+    """The line of an errors file for input line ``line`` (counted from 0; with ``unit`` "text": a
+    document's text) that failed for ``reason``."""
+    return json.dumps({unit: line + 1, "reason": reason}, ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True)
@@ -142,13 +146,22 @@ def _open_at(path: Path, size: int) -> BinaryIO:
 
 class Checkpoint:
     """The output, errors and progress files of one job, positioned after its last commit; :attr:`state`
-    is what the progress file holds."""
+    is what the progress file holds.
 
-    def __init__(self, output: Path, state: JobState) -> None:
+    ``data`` is the file that commits append to, ``output`` itself unless given (a document job appends
+    its translations to a file beside the document it writes at the end); ``unit`` names the records of
+    the errors file (``line``, or ``text`` for a document's texts). The files of a job that is done are
+    left as they are, unopened (a document job has removed its ``data``)."""
+
+    def __init__(self, output: Path, state: JobState, data: Path | None = None, unit: str = "line") -> None:
         self.output = output
         self.state = state
-        self._out = _open_at(output, state.output_bytes)
+        self.unit = unit
+        self._out: BinaryIO | None = None
         self._errors: BinaryIO | None = None
+        if state.done:
+            return
+        self._out = _open_at(data or output, state.output_bytes)
         errors = errors_path(output)
         if state.errors_bytes:
             self._errors = _open_at(errors, state.errors_bytes)
@@ -156,8 +169,11 @@ class Checkpoint:
             errors.unlink(missing_ok=True)
 
     @classmethod
-    def open(cls, output: Path, fresh: JobState, restart: bool) -> Checkpoint:
-        """Resume the job recorded beside ``output``, or start ``fresh`` (with ``restart``: always).
+    def open(
+        cls, output: Path, fresh: JobState, restart: bool, data: Path | None = None, unit: str = "line"
+    ) -> Checkpoint:
+        """Resume the job recorded beside ``output``, or start ``fresh`` (with ``restart``: always);
+        ``data`` and ``unit`` as in the class docstring.
 
         Refuses a progress file of another job, and an existing output without a progress file.
         """
@@ -170,7 +186,7 @@ class Checkpoint:
                 )
             output.parent.mkdir(parents=True, exist_ok=True)
             write_state(output, fresh)  # before the output exists, so a job killed now can resume
-            return cls(output, fresh)
+            return cls(output, fresh, data, unit)
         changed = differences(existing.job, fresh.job) + differences(
             {"shard": list(existing.shard)}, {"shard": list(fresh.shard)}
         )
@@ -179,11 +195,13 @@ class Checkpoint:
                 f"{progress_path(output)} belongs to another job: {'; '.join(changed)}. "
                 "--restart starts this job over, or choose another --out"
             )
-        return cls(output, existing)
+        return cls(output, existing, data, unit)
 
     def commit(self, data: bytes, failures: list[tuple[int, str]], next_line: int, input_offset: int) -> None:
         """Append a chunk's output ``data`` and ``failures`` (input line index from 0, reason); then
         record that input lines before ``next_line`` (starting at byte ``input_offset``) are done."""
+        if self._out is None:
+            raise RnnmtError(f"{self.output}: the job is done; nothing more is committed")
         self._out.write(data)
         self._out.flush()
         os.fsync(self._out.fileno())
@@ -191,7 +209,7 @@ class Checkpoint:
         if failures:
             if self._errors is None:
                 self._errors = _open_at(errors_path(self.output), 0)
-            records = "".join(error_record(line, reason) for line, reason in failures).encode()
+            records = "".join(error_record(line, reason, self.unit) for line, reason in failures).encode()
             self._errors.write(records)
             self._errors.flush()
             os.fsync(self._errors.fileno())
@@ -218,6 +236,6 @@ class Checkpoint:
         self.state = state
 
     def close(self) -> None:
-        self._out.close()
-        if self._errors is not None:
-            self._errors.close()
+        for f in (self._out, self._errors):
+            if f is not None:
+                f.close()

@@ -115,13 +115,17 @@ def line_format(
     jsonl_field: str | None = None,
     output_field: str | None = None,
     n_best: int = 1,
+    kind: str | None = None,
 ) -> LineFormat:
-    """The format of ``path``: from the flags, else from its extension (``.tsv``: column 1; ``.jsonl`` or
-    ``.ndjson``: field ``text``), else plain text."""
+    """The format of ``path``: ``kind`` (``--format``), else from the flags, else from its extension
+    (``.tsv``: column 1; ``.jsonl`` or ``.ndjson``: field ``text``), else plain text."""
     if tsv_column is not None and jsonl_field is not None:
         raise RnnmtError("give --tsv-column or --jsonl-field, not both")
     suffix = path.suffix.lower()
-    if tsv_column is not None or (jsonl_field is None and suffix == ".tsv"):
+    if kind is not None:
+        if (tsv_column is not None and kind != "tsv") or (jsonl_field is not None and kind != "jsonl"):
+            raise RnnmtError(f"--format {kind}: --tsv-column is for tsv, --jsonl-field for jsonl")
+    elif tsv_column is not None or (jsonl_field is None and suffix == ".tsv"):
         kind = "tsv"
     elif jsonl_field is not None or suffix in (".jsonl", ".ndjson"):
         kind = "jsonl"

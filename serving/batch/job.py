@@ -12,6 +12,10 @@ committed strictly in input order as they finish. A fatal error (retries spent, 
 job) stops the job after the last chunk committed in order; the same command resumes from there.
 
 Input lines end with "\n" (a "\r" before it is dropped); output lines end with "\n".
+
+Documents (subtitles, office files, HTML, Markdown) are translated by
+:func:`~rnnmt.serving.batch.documents.run_document` with the same checkpoint and chunk machinery
+(:func:`translate_chunks`), their texts for lines.
 """
 
 from __future__ import annotations
@@ -20,17 +24,17 @@ import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Generic, TextIO, TypeVar
 
 from rnnmt.errors import RnnmtError
 from rnnmt.progress import Progress
 from rnnmt.scoring import Scores, score
-from rnnmt.serving.batch.backends import Backend
+from rnnmt.serving.batch.backends import Backend, ModelFacts
 from rnnmt.serving.batch.checkpoint import Checkpoint, JobState
 from rnnmt.serving.batch.chunk import ChunkResult, RetryPolicy, translate_chunk
 from rnnmt.serving.batch.formats import LineFormat
@@ -40,6 +44,7 @@ from rnnmt.serving.core.options import Decoding
 
 BLOCK_BYTES = 1 << 20
 CHUNK_LINES = 64  # lines per request, by default
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,12 @@ class BatchJob:
     restart: bool = False
     split_sentences: bool = False  # each line sentence by sentence
     paragraphs: bool = False  # a document of paragraphs (:mod:`~rnnmt.serving.batch.paragraphs`)
+    document: str = ""  # a document of this format, e.g. ".docx" (:mod:`~rnnmt.serving.batch.documents`)
 
     @property
     def splits(self) -> bool:
         """Whether the backend translates each text sentence by sentence."""
-        return self.split_sentences or self.paragraphs
+        return self.split_sentences or self.paragraphs or bool(self.document)
 
 
 @dataclass(frozen=True)
@@ -119,15 +125,17 @@ def line_offset(path: Path, line: int) -> int:
 
 
 @dataclass(frozen=True)
-class Chunk:
+class Chunk(Generic[T]):
+    """Input lines (bytes without their line endings), or a document's texts, from ``first_line``."""
+
     first_line: int
-    lines: list[bytes]  # without line endings
-    end_offset: int  # where the line after the chunk starts
+    lines: list[T]
+    end_offset: int  # where the line after the chunk starts (0 for a document's texts)
 
 
 def read_chunks(
     path: Path, offset: int, line: int, end_line: int, size: int, paragraphs: bool = False
-) -> Iterator[Chunk]:
+) -> Iterator[Chunk[bytes]]:
     """Chunks of at most ``size`` texts from line ``line`` (at byte ``offset``) up to ``end_line``: a
     text is a line, or with ``paragraphs`` a block (:func:`~rnnmt.serving.batch.paragraphs.starts_block`;
     blank lines go with the block before them), so a chunk never ends inside one."""
@@ -165,36 +173,69 @@ def writing(output: Path) -> Iterator[None]:
         raise RnnmtError(f"cannot write {exc.filename or output}: {exc.strerror}") from None
 
 
-def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchResult:
-    """Run (or resume) ``job`` on ``backend``, showing progress on ``stream`` (default stderr)."""
+def check(job: BatchJob) -> None:
+    """Refuse settings no job runs with."""
     if job.chunk_lines < 1 or job.concurrency < 1:
         raise RnnmtError("--chunk-lines and --concurrency must be at least 1")
     if job.output.resolve() == job.input.resolve():
         raise RnnmtError(f"--out {job.output} is the input file")
-    start_time = time.monotonic()
-    facts = scan(job.input)
-    stop = threading.Event()
+
+
+def open_model(job: BatchJob, backend: Backend, stop: threading.Event) -> ModelFacts:
+    """Open ``backend`` (retrying), and refuse chunks over its request limit."""
     model = job.retry.call(backend.open, stop)
     if model.max_texts_per_request and job.chunk_lines > model.max_texts_per_request:
         raise RnnmtError(
             f"--chunk-lines {job.chunk_lines} is over the server's limit of "
             f"{model.max_texts_per_request} texts per request"
         )
+    return model
+
+
+def translation_identity(job: BatchJob, model: ModelFacts) -> dict[str, Any]:
+    """What a job's checkpoint records about how it translates: decoding, model and its version."""
+    return {
+        "decoding": asdict(job.decoding),
+        "model": model.name,
+        "model_version": model.version,
+        **({"split_sentences": True} if job.splits else {}),
+    }
+
+
+@contextmanager
+def resumable(checkpoint: Checkpoint, unit: str) -> Iterator[None]:
+    """Close ``checkpoint`` after the block; an :class:`RnnmtError` in it says how much is saved."""
+    try:
+        yield
+    except RnnmtError as exc:
+        state = checkpoint.state
+        raise RnnmtError(
+            f"{exc}\n{state.next_line - state.start_line:,} of {state.lines:,} {unit} are done and saved; "
+            "run the same command again to resume"
+        ) from None
+    finally:
+        checkpoint.close()
+
+
+def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchResult:
+    """Run (or resume) ``job`` on ``backend``, showing progress on ``stream`` (default stderr)."""
+    check(job)
     if job.paragraphs and (job.fmt.kind != "plain" or job.shard != (1, 1)):
         raise RnnmtError(
             "--paragraphs translates a plain-text document whole: not with --tsv-column, --jsonl-field "
             "or --shard"
         )
+    start_time = time.monotonic()
+    facts = scan(job.input)
+    stop = threading.Event()
+    model = open_model(job, backend, stop)
     start, end = shard_range(facts.lines, job.shard)
     identity = {
         "input_sha256": facts.sha256,
         "input_bytes": facts.bytes,
         "input_lines": facts.lines,
         "format": asdict(job.fmt),
-        "decoding": asdict(job.decoding),
-        "model": model.name,
-        "model_version": model.version,
-        **({"split_sentences": True} if job.splits else {}),
+        **translation_identity(job, model),
         **({"paragraphs": True} if job.paragraphs else {}),
     }
     fresh = JobState(identity, job.shard, start, end, start, line_offset(job.input, start))
@@ -203,25 +244,37 @@ def run(job: BatchJob, backend: Backend, stream: TextIO | None = None) -> BatchR
     if checkpoint.state.done:
         checkpoint.close()
         return BatchResult(checkpoint.state, 0, time.monotonic() - start_time, already_done=True)
-    try:
-        translated = _translate(job, backend, checkpoint, stop, stream)
-    except RnnmtError as exc:
+
+    def work(lines: list[bytes]) -> ChunkResult:
+        if job.paragraphs:
+            return translate_paragraphs(backend, lines, job.retry, stop)
+        return translate_chunk(backend, job.fmt, lines, job.retry, stop)
+
+    with resumable(checkpoint, "lines"):
         state = checkpoint.state
-        raise RnnmtError(
-            f"{exc}\n{state.next_line - state.start_line:,} of {state.lines:,} lines are done and saved; "
-            "run the same command again to resume"
-        ) from None
-    finally:
-        checkpoint.close()
+        chunks = read_chunks(
+            job.input, state.input_offset, state.next_line, state.end_line, job.chunk_lines, job.paragraphs
+        )
+        translated = translate_chunks(job, chunks, work, checkpoint, stop, "lines", stream)
+        with writing(job.output):
+            checkpoint.finish()
     return BatchResult(checkpoint.state, translated, time.monotonic() - start_time, already_done=False)
 
 
-def _translate(
-    job: BatchJob, backend: Backend, checkpoint: Checkpoint, stop: threading.Event, stream: TextIO | None
+def translate_chunks(
+    job: BatchJob,
+    chunks: Iterable[Chunk[T]],
+    work: Callable[[list[T]], ChunkResult],
+    checkpoint: Checkpoint,
+    stop: threading.Event,
+    unit: str,
+    stream: TextIO | None,
 ) -> int:
-    """Translate and commit the remaining chunks in order; returns the lines translated."""
+    """Translate the remaining ``chunks`` with ``work``, ``job.concurrency`` at once, and commit them in
+    order, each output line ending with "\n"; returns the ``unit`` (lines, texts) translated. The first
+    error of any chunk stops the others and is raised."""
     state = checkpoint.state
-    progress = Progress(state.end_line - state.next_line, "lines", stream)
+    progress = Progress(state.end_line - state.next_line, unit, stream)
     resumed = (
         {"resumed after": f"{state.next_line - state.start_line:,}"}
         if state.next_line > state.start_line
@@ -230,11 +283,9 @@ def _translate(
     first_error: list[BaseException] = []
     lock = threading.Lock()
 
-    def work(lines: list[bytes]) -> ChunkResult:
+    def guarded(items: list[T]) -> ChunkResult:
         try:
-            if job.paragraphs:
-                return translate_paragraphs(backend, lines, job.retry, stop)
-            return translate_chunk(backend, job.fmt, lines, job.retry, stop)
+            return work(items)
         except BaseException as exc:
             with lock:
                 if not stop.is_set():
@@ -244,7 +295,7 @@ def _translate(
 
     translated = 0
 
-    def commit(chunk: Chunk, future: Future[ChunkResult]) -> None:
+    def commit(chunk: Chunk[T], future: Future[ChunkResult]) -> None:
         nonlocal translated
         result = future.result()
         data = "".join(line + "\n" for line in result.lines).encode()
@@ -255,20 +306,15 @@ def _translate(
         failed = checkpoint.state.failed
         progress.update(translated, None, False, **resumed, **({"failed": f"{failed:,}"} if failed else {}))
 
-    pending: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
+    pending: deque[tuple[Chunk[T], Future[ChunkResult]]] = deque()
     pool = ThreadPoolExecutor(job.concurrency, thread_name_prefix="rnnmt-batch")
     try:
-        chunks = read_chunks(
-            job.input, state.input_offset, state.next_line, state.end_line, job.chunk_lines, job.paragraphs
-        )
         for chunk in chunks:
-            pending.append((chunk, pool.submit(work, chunk.lines)))
+            pending.append((chunk, pool.submit(guarded, chunk.lines)))
             if len(pending) >= 2 * job.concurrency:
                 commit(*pending.popleft())
         while pending:
             commit(*pending.popleft())
-        with writing(job.output):
-            checkpoint.finish()
         progress.update(translated, None, True, **resumed)
     except BaseException:
         stop.set()

@@ -7,6 +7,7 @@ to put their translations back. Everything outside the texts comes back as it wa
   (:mod:`~rnnmt.serving.documents.docx`, :mod:`~rnnmt.serving.documents.pptx`,
   :mod:`~rnnmt.serving.documents.odt`).
 - ``.html``, ``.htm``: HTML (:mod:`rnnmt.serving.documents.html`).
+- ``.md``, ``.markdown``: Markdown, its markup kept (:mod:`rnnmt.serving.documents.markdown`).
 
 The texts are translated sentence by sentence; a malformed file is a :class:`BadDocument` naming
 what is wrong.
@@ -81,9 +82,10 @@ def text_document(data: bytes, name: str) -> Document:
     return Document(parts[::2], rebuild)
 
 
-def read_document(name: str, data: bytes) -> Document:
-    """The document of a file called ``name`` holding ``data``, by its extension (:data:`FORMATS`)."""
-    from rnnmt.serving.documents import docx, html, odt, pptx, subtitles
+def read_document(name: str, data: bytes, suffix: str = "") -> Document:
+    """The document of a file called ``name`` holding ``data``, in the format of its extension, or of
+    ``suffix`` when given (one of :data:`FORMATS`)."""
+    from rnnmt.serving.documents import docx, html, markdown, odt, pptx, subtitles
 
     readers: dict[str, Callable[[bytes, str], Document]] = {
         ".txt": text_document,
@@ -94,9 +96,10 @@ def read_document(name: str, data: bytes) -> Document:
         ".odt": odt.odt_document,
         ".html": html.html_document,
         ".htm": html.html_document,
+        ".md": markdown.markdown_document,
+        ".markdown": markdown.markdown_document,
     }
-    suffix = PurePath(name).suffix.lower()
-    reader = readers.get(suffix)
+    reader = readers.get(suffix or PurePath(name).suffix.lower())
     if reader is None:
         raise BadDocument(
             f"{name}: files of this type are not translated here; send one of {', '.join(FORMATS)}"
@@ -104,5 +107,5 @@ def read_document(name: str, data: bytes) -> Document:
     return reader(data, name)
 
 
-FORMATS = (".txt", ".srt", ".vtt", ".docx", ".pptx", ".odt", ".html", ".htm")
+FORMATS = (".txt", ".srt", ".vtt", ".docx", ".pptx", ".odt", ".html", ".htm", ".md", ".markdown")
 """The extensions :func:`read_document` takes."""
