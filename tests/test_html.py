@@ -16,7 +16,7 @@ from test_http import call
 
 from rnnmt.serving.core.alignment import Alignment, words
 from rnnmt.serving.core.segment import split_sentences
-from rnnmt.serving.documents.html import html_segments, rebuild, render, tokens_of
+from rnnmt.serving.documents.html import html_segments, rebuild_text, render, tokens_of
 from rnnmt.v1 import translator_pb2 as pb
 from rnnmt.v1 import translator_pb2_grpc as pb_grpc
 
@@ -53,7 +53,7 @@ def upper(text: str, inline: bool = True) -> str:
         translations = [sentence.upper() for sentence in cut.sentences]
         alignments = [in_order(s, t) for s, t in zip(cut.sentences, translations, strict=True)]
         rendered.append(render(segment, cut, translations, alignments))
-    return rebuild(text, segments, rendered)
+    return rebuild_text(text, segments, rendered)
 
 
 def test_only_the_text_between_tags_is_translated() -> None:
@@ -83,7 +83,7 @@ def placed(fragment: str, translation: str, links: list[int]) -> str:
     cut = split_sentences(segment.text, "es")
     [sentence] = cut.sentences
     alignment = Alignment(words(sentence), words(translation), links)
-    return rebuild(fragment, [segment], [render(segment, cut, [translation], [alignment])])
+    return rebuild_text(fragment, [segment], [render(segment, cut, [translation], [alignment])])
 
 
 def test_inline_tags_go_around_the_words_translated_from_theirs() -> None:

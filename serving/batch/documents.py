@@ -14,6 +14,10 @@ depends on the input and its translations only: a resumed job writes the bytes a
 
 A text the model refuses is left untranslated and listed in ``OUT.errors.jsonl`` (``{"text": N,
 "reason": …}``, N counted from 1; exit code 3).
+
+HTML is translated as its texts between any two tags, each apart
+(:func:`~rnnmt.serving.documents.html.pieces_document`): inline tags are placed by the model's attention
+only on the server's HTML path (``format: html``, ``/translate_file``), which batch jobs do not take.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from rnnmt.serving.batch.job import (
     writing,
 )
 from rnnmt.serving.documents.formats import FORMATS, Document, read_document
+from rnnmt.serving.documents.html import pieces_document
 
 DOCUMENTS = tuple(suffix for suffix in FORMATS if suffix != ".txt")
 FIRST_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -114,6 +119,8 @@ def run_document(job: BatchJob, backend: Backend, stream: TextIO | None = None) 
     except OSError as exc:
         raise RnnmtError(f"cannot read {job.input}: {exc.strerror}") from None
     document = read_document(job.input.name, data, job.document)
+    if document.format == "html":  # the backends translate texts: HTML as its texts between tags
+        document = pieces_document(data, job.input.name)
     stop = threading.Event()
     identity = {
         "input_sha256": hashlib.sha256(data).hexdigest(),

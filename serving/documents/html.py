@@ -261,7 +261,7 @@ def element_ranges(
     return ranges
 
 
-def rebuild(text: str, segments: Sequence[Segment], rendered: Sequence[str]) -> str:
+def rebuild_text(text: str, segments: Sequence[Segment], rendered: Sequence[str]) -> str:
     """``text`` with each segment replaced by its rendered HTML."""
     out, last = [], 0
     for segment, html_text in zip(segments, rendered, strict=True):
@@ -272,6 +272,19 @@ def rebuild(text: str, segments: Sequence[Segment], rendered: Sequence[str]) -> 
 
 
 def html_document(data: bytes, name: str) -> Document:
-    """An HTML file: one text, translated as HTML (``format: html``)."""
+    """An HTML file: one text, translated as HTML (``format: html``, inline tags placed by attention)."""
     text = decode(data, name)
     return Document([text], lambda translations: translations[0].encode(), format="html")
+
+
+def pieces_document(data: bytes, name: str) -> Document:
+    """An HTML file as its texts between any two tags, each translated apart (for translators that
+    translate texts only: ``rnnmt batch``)."""
+    text = decode(data, name)
+    segments = html_segments(text, inline=False)
+
+    def rebuild(translations: Sequence[str]) -> bytes:
+        rendered = [html.escape(translation, quote=False) for translation in translations]
+        return rebuild_text(text, segments, rendered).encode()
+
+    return Document([segment.text for segment in segments], rebuild)

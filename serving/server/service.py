@@ -24,7 +24,7 @@ from rnnmt.errors import RnnmtError
 from rnnmt.serving.core.options import SearchOptions
 from rnnmt.serving.core.segment import Segmented, split_sentences
 from rnnmt.serving.core.translator import TextHypothesis, Translator, join_translations
-from rnnmt.serving.documents.html import Segment, html_segments, rebuild, render
+from rnnmt.serving.documents.html import Segment, html_segments, rebuild_text, render
 from rnnmt.serving.server import protocol
 from rnnmt.serving.server.api_keys import ApiKey, KeyRing
 from rnnmt.serving.server.batcher import Batcher, BatcherClosed, DeadlineExpired
@@ -374,7 +374,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             ]
             scores = [b.score for _, _, bests in segments for b in bests]
             score = sum(scores) / len(scores) if scores else 0.0
-            results.append([TextHypothesis(rebuild(text, [s for s, _, _ in segments], rendered), score)])
+            results.append([TextHypothesis(rebuild_text(text, [s for s, _, _ in segments], rendered), score)])
         return results
 
     def _prepare(
@@ -411,7 +411,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         result.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:  # shielded: the job is cancelled below, with the reason
             return await asyncio.wait_for(asyncio.shield(result), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.batcher.cancel(job, "deadline")
             raise DeadlineExpired("the deadline passed before the translation was done") from None
         except asyncio.CancelledError:  # by the client, or by gRPC when the deadline passed first
