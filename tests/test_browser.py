@@ -292,6 +292,22 @@ def test_the_page_keeps_the_key_for_the_tab_only(browser: Any, model_dir: Path) 
     assert all("status of 40" in message for message in console_errors(browser))
 
 
+def test_the_page_counts_against_the_servers_character_limit(browser: Any, model_dir: Path) -> None:
+    """With ``--char-limit``: the count shows the limit, and text over it is not sent but said so."""
+    with running(model_dir, workers=1, http_port=0, char_limit=20) as s:
+        wait = opened(browser, s.server.http_port)
+        source = element(browser, "source")
+        source.send_keys("El niño ve pan.")
+        wait.until(lambda b: translated(b, "The boy sees bread."))
+        assert element(browser, "count").text == "15 / 20"
+        source.send_keys(" El perro.")
+        wait.until(lambda b: done(b) and b.find_element(By.ID, "error").text != "")
+        assert element(browser, "error").text == "The text is over the limit of 20 characters."
+        assert element(browser, "count").text == "25 / 20" and element(browser, "result").text == ""
+        assert s.metric("rnnmt_requests_total", method="HTTP /translate", code="INVALID_ARGUMENT") == 0
+    assert console_errors(browser) == []
+
+
 def opened_without_languages(browser: Any, port: int) -> WebDriverWait:
     browser.get(f"http://127.0.0.1:{port}/")
     wait = WebDriverWait(browser, 30)
